@@ -1,0 +1,445 @@
+"""The DuckDB file format: tables, views and readers shared by the engine, the TUI and users' SQL.
+
+Torch-free on purpose: the TUI imports this module and must start fast. Every table is long and
+tidy, keyed by (question_id, rollout, pos[, teacher, signal, cand]) and written in key order so
+DuckDB's zone maps prune scans to one rollout. `docs/schema.md` documents each column; a test
+checks that every column named here is documented there.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+SIGNALS = ("rkl", "fkl", "jsd", "sampled")
+"""Signal families of method.md: reverse KL, forward KL, generalised JSD(beta), sampled-token."""
+
+LABELS = ("helps", "hurts", "neutral")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ",\n  ".join(f"{c.name} {c.type}" for c in self.columns)
+        return f"CREATE TABLE {self.name} (\n  {cols}\n)"
+
+
+def _t(name: str, doc: str, key: tuple[str, ...], *cols: tuple[str, str, str]) -> Table:
+    return Table(name, doc, key, tuple(Column(*c) for c in cols))
+
+
+_NODE_KEY = (
+    ("question_id", "VARCHAR", "stable question id from the dataset"),
+    ("rollout", "SMALLINT", "rollout index within the question, 0..G-1"),
+    ("pos", "INTEGER", "0-based index of the token in the response; node u_pos = (x, y_<pos)"),
+)
+
+# Per-run (not per-question) tables are written once, at the start of a run, into the run dir.
+RUN_TABLES: tuple[Table, ...] = (
+    _t(
+        "meta", "Key/value facts about the run: versions, config, environment, timings.", ("key",),
+        ("key", "VARCHAR", "schema_version, engine_version, config_toml, config_hash, created_at, "
+         "environment (JSON), timings (JSON), summary_bootstrap, ..."),
+        ("value", "VARCHAR", "the value, as text (JSON for structured values)"),
+    ),
+    _t(
+        "teachers", "One row per teacher configuration, controls included.", ("teacher",),
+        ("teacher", "VARCHAR", "configuration name from the config (controls: ctrl_sharpened, "
+         "ctrl_softened)"),
+        ("kind", "VARCHAR", "external | self | control"),
+        ("is_control", "BOOLEAN", "controls are excluded from candidate sets and best-teacher"),
+        ("model", "VARCHAR", "model path or hub id that produces q"),
+        ("template", "VARCHAR", "prompt template over question fields ({question}, {solution}, ...)"),
+        ("temperature", "DOUBLE", "temperature at which the teacher's logits are read"),
+        ("description", "VARCHAR", "what this configuration is, in words"),
+        ("ordinal", "SMALLINT", "order of the configuration in the config (controls last)"),
+    ),
+    _t(
+        "signals", "One row per distillation signal family scored.", ("signal",),
+        ("signal", "VARCHAR", "rkl | fkl | jsd | sampled"),
+        ("loss", "VARCHAR", "the per-token loss whose descent direction d is scored"),
+        ("beta", "DOUBLE", "JSD interpolation beta (NULL for other signals)"),
+        ("exact_split", "BOOLEAN", "true when d = t - h holds exactly (reverse KL only), so the "
+         "beyond-sharpening score removes exactly the sharpening part"),
+    ),
+)
+
+QUESTION_TABLES: tuple[Table, ...] = (
+    _t(
+        "questions", "One row per question attempted, including failed ones.", ("question_id",),
+        ("question_id", "VARCHAR", "stable question id"),
+        ("idx", "INTEGER", "position of the question in the dataset"),
+        ("family", "VARCHAR", "task family / subject (NULL if the dataset has none)"),
+        ("question", "VARCHAR", "question text"),
+        ("solution", "VARCHAR", "reference worked solution (NULL if absent)"),
+        ("final_answer", "VARCHAR", "reference final answer"),
+        ("status", "VARCHAR", "ok | failed"),
+        ("error", "VARCHAR", "error message when status = failed, else NULL"),
+        ("n_rollouts", "SMALLINT", "rollouts sampled (G)"),
+        ("n_correct", "SMALLINT", "rollouts the verifier accepted"),
+        ("n_nodes", "INTEGER", "probed nodes over all rollouts"),
+        ("n_continuations", "BIGINT", "targeted continuations sampled"),
+        ("generated_tokens", "BIGINT", "tokens generated (rollouts + continuations)"),
+        ("seconds", "DOUBLE", "wall time spent on the question"),
+    ),
+    _t(
+        "rollouts", "One row per student rollout.", ("question_id", "rollout"),
+        *_NODE_KEY[:2],
+        ("correct", "BOOLEAN", "verifier verdict; NULL when unverifiable"),
+        ("verdict", "VARCHAR", "correct | incorrect | unverifiable"),
+        ("verifier_detail", "VARCHAR", "which rule fired / extracted answer / error"),
+        ("n_tokens", "INTEGER", "response length in tokens (EOS included when emitted)"),
+        ("finished", "BOOLEAN", "true when the rollout ended with EOS (false: hit max_new_tokens)"),
+        ("prompt", "VARCHAR", "the student's rendered prompt"),
+        ("completion", "VARCHAR", "decoded response text"),
+    ),
+    _t(
+        "tokens", "One row per response token of every rollout.", ("question_id", "rollout", "pos"),
+        *_NODE_KEY,
+        ("token_id", "INTEGER", "vocabulary id of the sampled token y_pos"),
+        ("token_text", "VARCHAR", "decoded text of the token alone (may hold U+FFFD for partial "
+         "UTF-8)"),
+        ("token_bytes", "BLOB", "exact bytes of the token (byte-level tokens can be partial UTF-8)"),
+        ("is_special", "BOOLEAN", "token is a special token (EOS, ...)"),
+        ("logp", "DOUBLE", "student log p_samp(y_pos | u_pos), nats"),
+        ("entropy", "DOUBLE", "student entropy H(p_train) at the node, nats"),
+        ("probed", "BOOLEAN", "node was selected for targeted continuations"),
+    ),
+    _t(
+        "teacher_prompts", "Each teacher's rendering of each question.", ("question_id", "teacher"),
+        ("question_id", "VARCHAR", "stable question id"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("prompt", "VARCHAR", "the text the teacher sees before the student's response tokens"),
+        ("n_prompt_tokens", "INTEGER", "its length in tokens"),
+    ),
+    _t(
+        "nodes", "One row per probed node: the ideal direction g and its value.",
+        ("question_id", "rollout", "pos"),
+        *_NODE_KEY,
+        ("v_hat", "DOUBLE", "V_hat = sum_C p_a S_hat_a / m_s"),
+        ("value_change", "DOUBLE", "S_hat of the sampled token minus V_hat"),
+        ("m_s", "DOUBLE", "student mass covered by the candidate set"),
+        ("n_candidates", "SMALLINT", "|C|"),
+        ("n_cont", "INTEGER", "continuations per candidate (N)"),
+        ("g_norm2", "DOUBLE", "|g|^2 (g is zero outside C)"),
+        ("h_norm2", "DOUBLE", "|h|^2, h = p (log p + H(p)) over the full vocabulary"),
+        ("gh", "DOUBLE", "<g, h>"),
+        ("g_zero_share", "DOUBLE", "share of bootstrap draws with g = 0"),
+        ("null_reason", "VARCHAR", "why scores at this node are NULL: no_signal (all candidates "
+         "equal S), else NULL"),
+        ("best_teacher", "VARCHAR", "non-control teacher with the highest beyond-sharpening rKL "
+         "alignment (NULL when undefined)"),
+        ("best_prob", "DOUBLE", "share of paired draws in which best_teacher is ahead of all others"),
+    ),
+    _t(
+        "candidates", "One row per candidate token of a probed node.",
+        ("question_id", "rollout", "pos", "cand"),
+        *_NODE_KEY,
+        ("cand", "SMALLINT", "candidate index within the node"),
+        ("token_id", "INTEGER", "vocabulary id of candidate a"),
+        ("token_text", "VARCHAR", "decoded text of the candidate"),
+        ("is_sampled", "BOOLEAN", "a = y_pos"),
+        ("sources", "VARCHAR", "why it is in C: comma list of sampled, student, <teacher>"),
+        ("p", "DOUBLE", "student p_samp(a | u)"),
+        ("s", "INTEGER", "successful continuations"),
+        ("n", "INTEGER", "continuations sampled"),
+        ("s_half", "INTEGER", "successes among the first n_half continuations (cross-fitting)"),
+        ("n_half", "INTEGER", "size of the first half"),
+        ("s_hat", "DOUBLE", "s / n"),
+        ("s_lo", "DOUBLE", "5% quantile of the Jeffreys posterior Beta(s+1/2, n-s+1/2)"),
+        ("s_hi", "DOUBLE", "95% quantile of the Jeffreys posterior"),
+        ("g", "DOUBLE", "ideal direction component g_a = p_a (S_hat_a - V_hat)"),
+        ("h", "DOUBLE", "sharpening direction component h_a"),
+        ("text_success", "VARCHAR", "one continuation text that succeeded (NULL if none)"),
+        ("text_failure", "VARCHAR", "one continuation text that failed (NULL if none)"),
+    ),
+    _t(
+        "candidate_teacher", "Each teacher's probability and directions at each candidate.",
+        ("question_id", "rollout", "pos", "cand", "teacher"),
+        *_NODE_KEY,
+        ("cand", "SMALLINT", "candidate index within the node"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("q", "DOUBLE", "teacher q_c(a | u)"),
+        ("d_rkl", "DOUBLE", "reverse-KL direction component d_a (NULL if signal off)"),
+        ("d_fkl", "DOUBLE", "forward-KL direction component"),
+        ("d_jsd", "DOUBLE", "JSD(beta) direction component"),
+        ("d_sampled", "DOUBLE", "sampled-token direction component"),
+    ),
+    _t(
+        "node_teacher", "Per node and teacher: coverage, teacher advantage and cheap proxies.",
+        ("question_id", "rollout", "pos", "teacher"),
+        *_NODE_KEY,
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("m_c", "DOUBLE", "teacher mass covered by the candidate set"),
+        ("advantage", "DOUBLE", "A_c = sum_C q_a (S_hat_a - V_hat)"),
+        ("advantage_lo", "DOUBLE", "5% bootstrap quantile of A_c"),
+        ("advantage_hi", "DOUBLE", "95% bootstrap quantile of A_c"),
+        ("advantage_a", "DOUBLE", "A_c from the first half of the continuations"),
+        ("advantage_b", "DOUBLE", "A_c from the second half"),
+        ("beyond_rkl_a", "DOUBLE", "rKL alignment beyond sharpening from the first half"),
+        ("beyond_rkl_b", "DOUBLE", "... from the second half (cross-fitted oracle gain)"),
+        ("teacher_entropy", "DOUBLE", "H(q), nats"),
+        ("kl_pq", "DOUBLE", "KL(p || q), nats"),
+        ("kl_qp", "DOUBLE", "KL(q || p), nats"),
+        ("js", "DOUBLE", "Jensen-Shannon divergence (beta 0.5), nats"),
+        ("teachability", "DOUBLE", "teacher mass on the student's top-k_s tokens"),
+        ("sampled_rank", "INTEGER", "rank of the sampled token under q (1 = teacher's favourite)"),
+        ("logq_sampled", "DOUBLE", "log q(y_pos | u)"),
+    ),
+    _t(
+        "scores", "Per node, teacher and signal: the alignment scores with intervals.",
+        ("question_id", "rollout", "pos", "teacher", "signal"),
+        *_NODE_KEY,
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("signal", "VARCHAR", "rkl | fkl | jsd | sampled"),
+        ("d_norm2", "DOUBLE", "|d|^2 over the full vocabulary"),
+        ("hd", "DOUBLE", "<h, d> over the full vocabulary"),
+        ("gain", "DOUBLE", "<g, d>: first-order change in success per unit step along d"),
+        ("cos", "DOUBLE", "cos(g, d) over the full vocabulary (NULL: see null_reason)"),
+        ("cos_c", "DOUBLE", "cosine restricted to the candidate set"),
+        ("beyond", "DOUBLE", "cos(P g, P d), P projects out h (alignment beyond sharpening)"),
+        ("cos_lo", "DOUBLE", "5% Jeffreys-draw quantile of cos"),
+        ("cos_hi", "DOUBLE", "95% quantile of cos"),
+        ("beyond_lo", "DOUBLE", "5% quantile of beyond"),
+        ("beyond_hi", "DOUBLE", "95% quantile of beyond"),
+        ("gain_lo", "DOUBLE", "5% quantile of gain"),
+        ("gain_hi", "DOUBLE", "95% quantile of gain"),
+        ("label", "VARCHAR", "helps | hurts | neutral from the cos interval (NULL with cos)"),
+        ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval"),
+        ("null_reason", "VARCHAR", "no_signal | pure_sharpening | no_sharpening_direction | "
+         "zero_direction, else NULL"),
+        ("param_cos", "DOUBLE", "parameter-space cos(J^T g, J^T d) where the opt-in check ran"),
+    ),
+)
+
+TABLES: tuple[Table, ...] = RUN_TABLES + QUESTION_TABLES
+TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+# Headline summaries materialised at merge (engine.summaries fills them).
+SUMMARY_TABLES: tuple[Table, ...] = (
+    _t(
+        "summary_alignment",
+        "Per teacher, signal and rollout correctness: mean scores with question-bootstrap 90% "
+        "intervals.", ("teacher", "signal", "correctness", "metric"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("is_control", "BOOLEAN", "configuration is a control"),
+        ("signal", "VARCHAR", "signal family"),
+        ("correctness", "VARCHAR", "correct | incorrect | all"),
+        ("metric", "VARCHAR", "cos | beyond | cos_c | gain | advantage"),
+        ("n", "BIGINT", "nodes averaged (non-NULL for cosines, all probed for gain/advantage)"),
+        ("null_share", "DOUBLE", "share of probed nodes where the metric is NULL"),
+        ("mean", "DOUBLE", "mean over nodes"),
+        ("lo", "DOUBLE", "5% quantile of the mean over a bootstrap of questions"),
+        ("hi", "DOUBLE", "95% quantile"),
+        ("helps", "DOUBLE", "share of nodes labelled helps (cos / beyond metrics)"),
+        ("hurts", "DOUBLE", "share labelled hurts"),
+        ("neutral", "DOUBLE", "share labelled neutral"),
+    ),
+    _t(
+        "summary_best", "Best configuration per question and per family (mean beyond-sharpening "
+        "rKL alignment; ties broken by name).", ("scope", "key"),
+        ("scope", "VARCHAR", "question | family | run"),
+        ("key", "VARCHAR", "question_id, family name, or 'all'"),
+        ("best_teacher", "VARCHAR", "configuration with the highest mean"),
+        ("best_mean", "DOUBLE", "its mean beyond-sharpening rKL alignment"),
+        ("runner_up", "VARCHAR", "second best"),
+        ("margin", "DOUBLE", "best_mean - runner-up mean"),
+        ("n", "BIGINT", "non-NULL nodes"),
+    ),
+    _t(
+        "summary_oracle", "Cross-fitted oracle gain of choosing the teacher per node.", ("unit",),
+        ("unit", "VARCHAR", "alignment (beyond-sharpening rKL) | advantage"),
+        ("oracle_mean", "DOUBLE", "mean over nodes of the per-node best, cross-fitted"),
+        ("best_single", "VARCHAR", "best single teacher (cross-fitted choice)"),
+        ("best_single_mean", "DOUBLE", "its mean"),
+        ("oracle_gain", "DOUBLE", "oracle_mean - best_single_mean"),
+        ("lo", "DOUBLE", "5% question-bootstrap quantile of oracle_gain"),
+        ("hi", "DOUBLE", "95% quantile"),
+        ("n", "BIGINT", "nodes"),
+        ("switch_rate", "DOUBLE", "share of consecutive probed node pairs where the confident "
+         "leader (best_prob >= 0.9 at both) changes"),
+        ("n_pairs", "BIGINT", "consecutive probed node pairs"),
+    ),
+    _t(
+        "summary_position", "Help/hurt shares by position decile of the rollout (rKL, plain "
+        "cosine labels).", ("teacher", "correctness", "decile"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("correctness", "VARCHAR", "correct | incorrect"),
+        ("decile", "SMALLINT", "0..9: floor(10 pos / n_tokens)"),
+        ("n", "BIGINT", "nodes"),
+        ("mean_cos", "DOUBLE", "mean plain cosine"),
+        ("mean_beyond", "DOUBLE", "mean beyond-sharpening alignment"),
+        ("helps", "DOUBLE", "share labelled helps"),
+        ("hurts", "DOUBLE", "share labelled hurts"),
+    ),
+    _t(
+        "summary_proxy", "Spearman correlation of cheap proxies with alignment (rKL).",
+        ("teacher", "proxy", "target"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("proxy", "VARCHAR", "student_entropy | teacher_entropy | kl_pq | kl_qp | js | "
+         "teachability | sampled_rank"),
+        ("target", "VARCHAR", "cos | beyond"),
+        ("spearman", "DOUBLE", "rank correlation over nodes with non-NULL target"),
+        ("n", "BIGINT", "nodes"),
+    ),
+)
+
+VIEWS: dict[str, str] = {
+    "token_scores": """
+        SELECT t.question_id, t.rollout, t.pos, t.token_id, t.token_text, t.logp, t.entropy,
+               r.correct, s.teacher, s.signal, s.cos, s.cos_c, s.beyond, s.gain, s.label,
+               s.label_beyond, s.cos_lo, s.cos_hi, s.beyond_lo, s.beyond_hi, s.null_reason,
+               n.v_hat, n.value_change, te.is_control
+        FROM scores s
+        JOIN tokens t USING (question_id, rollout, pos)
+        JOIN rollouts r USING (question_id, rollout)
+        JOIN nodes n USING (question_id, rollout, pos)
+        JOIN teachers te USING (teacher)""",
+    "teacher_summary": """
+        SELECT teacher, is_control, signal, correctness,
+               max(mean) FILTER (WHERE metric = 'cos') AS cos,
+               max(mean) FILTER (WHERE metric = 'beyond') AS beyond,
+               max(mean) FILTER (WHERE metric = 'gain') AS gain,
+               max(mean) FILTER (WHERE metric = 'advantage') AS advantage,
+               max(helps) FILTER (WHERE metric = 'cos') AS helps,
+               max(hurts) FILTER (WHERE metric = 'cos') AS hurts,
+               max(neutral) FILTER (WHERE metric = 'cos') AS neutral,
+               max(n) FILTER (WHERE metric = 'cos') AS n
+        FROM summary_alignment GROUP BY ALL ORDER BY is_control, teacher, signal, correctness""",
+    "question_summary": """
+        SELECT q.question_id, q.idx, q.family, q.status, q.n_rollouts, q.n_correct,
+               q.n_correct / nullif(q.n_rollouts, 0) AS accuracy, q.n_nodes,
+               b.best_teacher, b.margin AS best_margin
+        FROM questions q LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id""",
+    "best_switches": """
+        SELECT question_id, rollout, pos, best_teacher, best_prob,
+               lag(best_teacher) OVER w AS prev_teacher, lag(best_prob) OVER w AS prev_prob,
+               (best_prob >= 0.9 AND lag(best_prob) OVER w >= 0.9
+                AND best_teacher <> lag(best_teacher) OVER w) AS is_switch
+        FROM nodes WHERE best_teacher IS NOT NULL
+        WINDOW w AS (PARTITION BY question_id, rollout ORDER BY pos)""",
+    "failed_questions": """
+        SELECT question_id, idx, error, seconds FROM questions WHERE status = 'failed'""",
+}
+
+VIEW_DOCS: dict[str, str] = {
+    "token_scores": "Every score joined with its token text, rollout correctness and node value.",
+    "teacher_summary": "summary_alignment pivoted: one row per teacher, signal and correctness.",
+    "question_summary": "One row per question with accuracy and its best teacher.",
+    "best_switches": "Consecutive probed nodes with the confident best teacher and switch flag.",
+    "failed_questions": "Questions whose computation failed, with the error.",
+}
+
+
+def create_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TABLES) -> None:
+    for t in tables:
+        con.execute(t.ddl())
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    for name, sql in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+class SchemaError(Exception):
+    """The file is not a run database this version can read."""
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, *, summaries: bool = True) -> None:
+    """Raise SchemaError naming the first missing table or column."""
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+    ).fetchall():
+        have.setdefault(table, set()).add(column)
+    wanted = TABLES + (SUMMARY_TABLES if summaries else ())
+    for t in wanted:
+        if t.name not in have:
+            raise SchemaError(f"table '{t.name}' is missing")
+        missing = [c for c in t.column_names if c not in have[t.name]]
+        if missing:
+            raise SchemaError(f"table '{t.name}' lacks column(s) {', '.join(missing)}")
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        raise SchemaError("meta has no schema_version")
+    if int(row[0]) != SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema version {row[0]} but this tool reads version {SCHEMA_VERSION}; "
+            "re-run `opd-engine merge` with a matching engine version"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories
+
+RUN_DB_NAME = "run.duckdb"
+PARTS_DIR = "parts"
+RUN_TABLES_DIR = "run"
+
+
+def part_glob(run_dir: Path, table: str) -> str:
+    return str(run_dir / PARTS_DIR / "*" / f"{table}.parquet")
+
+
+def open_run(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+    """Open a run read-only: a consolidated `.duckdb` file, or a run directory.
+
+    A directory with a consolidated `run.duckdb` opens that file; a directory still being
+    written (part files only) is exposed through views over its Parquet parts, so the TUI can
+    watch a live run. The returned connection never writes the user's data.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / RUN_DB_NAME).exists():
+        p = p / RUN_DB_NAME
+    if p.is_file():
+        return duckdb.connect(str(p), read_only=True)
+    if not p.is_dir():
+        raise FileNotFoundError(f"no run database or run directory at {p}")
+    con = duckdb.connect(":memory:")
+    run_tables = p / RUN_TABLES_DIR
+    for t in RUN_TABLES:
+        f = run_tables / f"{t.name}.parquet"
+        if f.exists():
+            con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet(?)", [str(f)])
+        else:
+            con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+    for t in QUESTION_TABLES:
+        files = sorted(glob.glob(part_glob(p, t.name)))
+        if files:
+            file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(
+                f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet([{file_list}], "
+                "union_by_name = true)"
+            )
+        else:
+            con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+    for t in SUMMARY_TABLES:  # not materialised until merge: empty
+        con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+    create_views(con)
+    return con
+
+
+def read_meta(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return dict(con.execute("SELECT key, value FROM meta").fetchall())

@@ -1,0 +1,1 @@
+"""Terminal UI over an OPD diagnostic run database (never imports torch)."""
