@@ -11,6 +11,7 @@ Builtin rules run in-process, wrapped so that an exception makes one completion 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,8 +114,13 @@ class _CachingVerifier:
     def __init__(self, answer_after: str) -> None:
         self.answer_after = answer_after
         self._cache: OrderedDict[str, dict[str, Verdict]] = OrderedDict()
+        self._lock = threading.Lock()  # the runner may verify from a background thread
 
     def verify_many(self, completions: Sequence[str], question: Question) -> list[Verdict]:
+        with self._lock:
+            return self._verify_many(completions, question)
+
+    def _verify_many(self, completions: Sequence[str], question: Question) -> list[Verdict]:
         cache = self._cache.pop(question.id, None) or {}
         self._cache[question.id] = cache
         while len(self._cache) > _CACHED_QUESTIONS:

@@ -209,6 +209,7 @@ def test_callable_in_pool_raise_hang_crash_then_usable(callables_module: str) ->
     try:
         pool = v.pool  # type: ignore[attr-defined]
         v.verify_many(["warm-up"], question("ok"))  # worker start-up is not a timed call
+        hung_worker = pool._workers[0].proc
         t0 = time.monotonic()
         out = v.verify_many(["ok", "raise", "hang", "ok2", "crash", "none", "pair", "ok"],
                             question("ok"))
@@ -221,6 +222,7 @@ def test_callable_in_pool_raise_hang_crash_then_usable(callables_module: str) ->
         assert out[6].detail == "custom detail"
         assert 1.0 <= elapsed < 8.0, elapsed  # one timeout, two restarts, not 60 s
         assert pool.restarts == 2
+        assert not hung_worker.is_alive() and hung_worker.exitcode == -9  # killed, not leaked
         live = [w.proc for w in pool._workers]
         assert all(p.is_alive() for p in live)
         # Pool still usable after the kill + restart; the hang is cached, not re-run.
