@@ -1,0 +1,157 @@
+"""Which statements the console may run, judged by DuckDB's own parser.
+
+The connection is read-only where DuckDB can enforce it (a `.duckdb` file), but a live run directory
+is an in-memory database with views over Parquet, and even a read-only file accepts `CREATE TEMP
+TABLE`. So every statement is classified with `duckdb.extract_statements` before it runs and only
+reads (and `COPY ... TO` the export directory) get through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+READ_TYPES = frozenset({"SELECT", "EXPLAIN"})
+"""Types that only read (DESCRIBE, SHOW, SUMMARIZE, FROM-first and VALUES parse as SELECT)."""
+
+
+class RefusedStatement(Exception):
+    """A statement the read-only console will not run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ErrorPosition:
+    """Where in the SQL text an error points: 1-based line and column."""
+
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One parsed statement: its text and DuckDB statement type name."""
+
+    sql: str
+    kind: str
+
+
+def split_statements(sql: str) -> list[Statement]:
+    """Parse `sql` into statements; a syntax error propagates as DuckDB's ParserException."""
+    return [Statement(s.query, s.type.name) for s in duckdb.extract_statements(sql)]
+
+
+def check_read_only(sql: str, export_dir: Path | None) -> list[Statement]:
+    """Return the statements of `sql`, or raise RefusedStatement for the first that would write."""
+    statements = split_statements(sql)
+    if not statements:
+        raise RefusedStatement("nothing to run: the editor holds no SQL statement")
+    for st in statements:
+        if st.kind in READ_TYPES:
+            continue
+        if st.kind == "COPY":
+            _check_copy(st.sql, export_dir)
+            continue
+        if st.kind == "MULTI":
+            raise RefusedStatement(
+                "this statement expands into several (PIVOT without an IN list creates a type); "
+                "name the pivot values explicitly: PIVOT t ON col IN ('a', 'b')"
+            )
+        raise RefusedStatement(
+            f"{st.kind} statements are refused: the console is read-only and never changes the "
+            "run database. Use SELECT to read, or COPY (SELECT ...) TO '<export dir>/file' to "
+            "export."
+        )
+    return statements
+
+
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|[()]|[A-Za-z_]\w*|\S""", re.S
+)
+
+
+def copy_direction_and_target(sql: str) -> tuple[str, str | None]:
+    """('TO' | 'FROM', target string literal or None) of a COPY statement, read at paren depth 0."""
+    depth = 0
+    direction: str | None = None
+    for m in _TOKEN.finditer(sql):
+        tok = m.group()
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            depth -= 1
+        elif depth == 0 and direction is None and tok.upper() in ("TO", "FROM"):
+            direction = tok.upper()
+        elif depth == 0 and direction is not None and tok.startswith("'"):
+            return direction, tok[1:-1].replace("''", "'")
+        elif depth == 0 and direction is not None and tok.upper() == "DATABASE":
+            return "DATABASE", None
+    return direction or "?", None
+
+
+def _check_copy(sql: str, export_dir: Path | None) -> None:
+    direction, target = copy_direction_and_target(sql)
+    if direction != "TO":
+        raise RefusedStatement(
+            "COPY ... FROM and COPY FROM DATABASE write into the database and are refused: the "
+            "console is read-only. Read files with SELECT * FROM read_parquet('...') instead."
+        )
+    if export_dir is None:
+        raise RefusedStatement("COPY is refused: this session has no export directory")
+    if target is None or not _inside(Path(target), export_dir):
+        raise RefusedStatement(
+            f"COPY may only write inside the export directory {export_dir}; "
+            f"write to '{export_dir}/<name>.csv' (or .parquet, .jsonl) instead"
+        )
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.expanduser().resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+_LINE = re.compile(r"^LINE (\d+): (.*)$")
+_QUOTED_NAME = re.compile(r'name "([^"]+)"|column "([^"]+)"|with name ([^\s!]+)')
+
+
+def error_position(message: str, sql: str) -> ErrorPosition | None:
+    """Recover the position DuckDB marks with `LINE n:` and a caret line in an error message.
+
+    DuckDB quotes the offending line (possibly trimmed) and puts `^` under the error; the column in
+    the original text is found by locating the quoted fragment in that line.
+    """
+    lines = message.splitlines()
+    for i, text in enumerate(lines[:-1]):
+        m = _LINE.match(text)
+        if not m:
+            continue
+        line_no = int(m.group(1))
+        caret = lines[i + 1].find("^")
+        if caret < 0:
+            return ErrorPosition(line_no, 1)
+        prefix = len(text) - len(m.group(2))
+        fragment = m.group(2)
+        src_lines = sql.splitlines() or [""]
+        src = src_lines[min(line_no, len(src_lines)) - 1]
+        offset = src.find(fragment.strip("."))  # DuckDB elides long lines with '...'
+        offset = max(offset, 0)
+        return ErrorPosition(line_no, offset + caret - prefix + 1)
+    return _position_of_named_thing(message, sql)
+
+
+def _position_of_named_thing(message: str, sql: str) -> ErrorPosition | None:
+    """Binder and catalog errors often carry no LINE marker but name the culprit: find it."""
+    m = _QUOTED_NAME.search(message)
+    if m is None:
+        return None
+    name = next(g for g in m.groups() if g)
+    for line_no, text in enumerate(sql.splitlines(), start=1):
+        found = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text)
+        if found:
+            return ErrorPosition(line_no, found.start() + 1)
+    return None
