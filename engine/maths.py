@@ -1,0 +1,523 @@
+"""The maths of method.md as pure functions: no I/O, no models, no global randomness.
+
+Two halves, split by size:
+
+* **Full-vocabulary** functions (torch) take one chunk of positions, shape (P, V), and return
+  float64. They compute in float64 whatever comes in, because the beyond-sharpening score
+  subtracts nearly equal numbers; a (P, V) chunk is the only large buffer, so callers bound
+  memory by the chunk size. Entries of ``logp`` equal to -inf (tokens outside the sampling
+  nucleus) are mass 0 and never produce NaN (p log p := 0).
+* **Node-level** functions (numpy float64) work on the candidate set C only, padded to K slots
+  with a boolean ``mask``. Only S changes across Jeffreys draws, so every function broadcasts
+  over leading dimensions: draws (B, P, K) against per-node quantities (P, K), or
+  (B, T, F, P, K) against (T, F, P, K). Nothing loops over nodes, draws or teachers.
+
+Node-level API, as used by the scoring stage (shapes for one chunk of P nodes)::
+
+    h_cand, h_norm2 = sharpening_stats(logp_train, cand_ids)        # torch, once per chunk
+    stats = direction_stats(signal, logp_train, logq, cand_ids, sampled, beta, h)  # per teacher
+    v_hat, g = ideal_direction(p_cand, s_hat, mask)                 # point estimate
+    scores = alignment(g, stats.d_cand, stats.d_norm2, stats.hd, h_cand, h_norm2, mask)
+    draws = jeffreys_draws(s, n, 200, rng)                          # (B, P, K)
+    v_b, g_b = ideal_direction(p_cand, draws, mask)                 # (B, P), (B, P, K)
+    lo, hi = interval(alignment(g_b, ...)["cos"])
+    label(lo, hi, g_zero_share(g_b))
+
+``alignment`` returns NaN plus a reason code (see ``NULL_REASONS``) wherever a score is
+undefined, never 0. Beside the four reasons of method.md there is one more, for completeness:
+``ideal_is_sharpening`` when g itself lies along h (|P g| ~ 0), so cos(Pg, Pd) has no meaning;
+it needs C to cover every token where h is non-zero, which only happens in tiny vocabularies.
+
+Reverse KL and temperature: a teacher q = softmax(z / T) built from the student's own logits has
+log q = log p / T + const, so its reverse-KL direction is exactly (1/T - 1) h: the
+sharpened-student control is NULL (``pure_sharpening``) under reverse KL at every node, by
+construction, not just approximately 0. Under forward KL or JSD it is only sharpening to first
+order (q - p = eps h + O(eps^2) for log q = (1 + eps) log p + c) and keeps part of its norm after
+the projection.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "D_NORM2_MIN",
+    "H_NORM2_MIN",
+    "NULL_REASONS",
+    "PURE_SHARPENING_REL",
+    "SIGNALS",
+    "DirectionStats",
+    "alignment",
+    "best_teacher",
+    "crossfit_halves",
+    "crossfit_oracle",
+    "direction",
+    "direction_stats",
+    "entropy",
+    "g_zero_share",
+    "ideal_direction",
+    "interval",
+    "jeffreys_draws",
+    "label",
+    "proxies",
+    "reason_names",
+    "sampling_logprobs",
+    "sharpening_direction",
+    "sharpening_stats",
+    "teacher_advantage",
+]
+
+SIGNALS = ("rkl", "fkl", "jsd", "sampled")
+
+NULL_REASONS: tuple[str | None, ...] = (
+    None,
+    "no_signal",
+    "zero_direction",
+    "no_sharpening_direction",
+    "pure_sharpening",
+    "ideal_is_sharpening",
+)
+"""Reason codes returned by ``alignment``; index 0 means the score is defined."""
+
+H_NORM2_MIN = 1e-24
+"""|h|^2 below this (|h| < 1e-12, where float64 rounding in h is ~1e-4 of h) has no direction."""
+
+D_NORM2_MIN = 1e-30
+"""|d|^2 at or below this (|d| <= 1e-15, below the resolution of probabilities) is no move."""
+
+PURE_SHARPENING_REL = 1e-6
+"""|P d| < PURE_SHARPENING_REL |d| marks a pure sharpening direction (method.md)."""
+
+_NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H = 1, 2, 3, 4, 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-vocabulary part (torch, one chunk of positions)
+
+
+def _f64(x: Tensor) -> Tensor:
+    return x.to(torch.float64)
+
+
+def _probs(logp: Tensor) -> Tensor:
+    """exp(logp); exactly 0 where logp is -inf."""
+    return torch.exp(logp)
+
+
+def _finite_or_zero(x: Tensor, logp: Tensor) -> Tensor:
+    """x where the token has mass, else 0: multiplying by p = 0 must not turn inf into NaN."""
+    return torch.where(torch.isneginf(logp), torch.zeros_like(x), x)
+
+
+def sampling_logprobs(logits: Tensor, temperature: float, top_p: float, top_k: int) -> Tensor:
+    """log p_samp over V: temperature, then top-k, then top-p (the order of HF and vLLM).
+
+    Tokens outside the kept set get -inf; ties at the k-th logit are kept, as in HF. Top-p keeps
+    the smallest prefix of the descending order whose mass reaches top_p (at least one token).
+    ``top_k=0`` and ``top_p=1`` switch the filters off.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature}); greedy is not a policy")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (got {top_p})")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, 0 meaning off (got {top_k})")
+    z = _f64(logits) / temperature
+    if 0 < top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, -math.inf)
+    if top_p < 1:
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)
+        sorted_p = torch.softmax(sorted_z, dim=-1)
+        mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # exclusive cumulative mass
+        drop_sorted = mass_before >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        z = z.masked_fill(drop, -math.inf)
+    return torch.log_softmax(z, dim=-1)
+
+
+def entropy(logp: Tensor) -> Tensor:
+    """H(p) = -sum p log p per position, (P,); -inf entries carry no mass."""
+    logp = _f64(logp)
+    return -(_probs(logp) * _finite_or_zero(logp, logp)).sum(-1)
+
+
+def sharpening_direction(logp: Tensor) -> Tensor:
+    """h = p (log p + H(p)) = -dH/dz, (P, V): the move that only makes the student surer."""
+    logp = _f64(logp)
+    h_ent = entropy(logp).unsqueeze(-1)
+    return _probs(logp) * _finite_or_zero(logp + h_ent, logp)
+
+
+def _centered(p: Tensor, f: Tensor) -> Tensor:
+    """p (f - E_p f): the shared form of every per-token distillation direction."""
+    return p * (f - (p * f).sum(-1, keepdim=True))
+
+
+def _check_teacher_support(logp: Tensor, logq: Tensor, signal: str) -> None:
+    if bool((torch.isneginf(logq) & ~torch.isneginf(logp)).any()):
+        raise ValueError(
+            f"the {signal} direction is infinite: the teacher gives probability 0 to a token the "
+            "student can emit; read teacher logits without top-k/top-p truncation"
+        )
+
+
+def direction(
+    signal: str,
+    logp: Tensor,
+    logq: Tensor,
+    sampled: Tensor | None = None,
+    beta: float = 0.5,
+) -> Tensor:
+    """Descent direction d = -dD/dz of a per-token distillation loss D, (P, V).
+
+    ``logp`` is the student's log p_train (the trainer's distribution), ``logq`` the teacher's.
+    Generalised JSD follows GKD/TRL: beta KL(q||M) + (1-beta) KL(p||M), M = beta q + (1-beta) p;
+    its endpoints are forward KL (beta=0) and reverse KL (beta=1), returned as such because the
+    literal formula vanishes there. Near an endpoint the JSD direction is beta d_fKL or
+    (1-beta) d_rKL to first order: cosines are continuous, gains scale.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown signal {signal!r}; expected one of {', '.join(SIGNALS)}")
+    logp, logq = _f64(logp), _f64(logq)
+    p = _probs(logp)
+    if signal == "jsd":
+        if not 0 <= beta <= 1:
+            raise ValueError(f"jsd beta must be in [0, 1] (got {beta})")
+        if beta == 0:
+            signal = "fkl"
+        elif beta == 1:
+            signal = "rkl"
+    if signal == "fkl":
+        return _probs(logq) - p
+    if signal == "rkl":
+        _check_teacher_support(logp, logq, signal)
+        return _centered(p, _finite_or_zero(logq - logp, logp))
+    if signal == "jsd":
+        log_m = torch.logaddexp(logp + math.log1p(-beta), logq + math.log(beta))
+        return (1 - beta) * _centered(p, _finite_or_zero(log_m - logp, logp))
+    # sampled-token advantage: -(log q_y - log p_y) log p_y with the ratio held constant
+    if sampled is None:
+        raise ValueError("the 'sampled' signal needs the sampled token ids (P,)")
+    _check_teacher_support(logp, logq, signal)
+    idx = sampled.long().unsqueeze(-1)
+    ratio = logq.gather(-1, idx) - logp.gather(-1, idx)  # (P, 1)
+    one_hot = torch.zeros_like(p).scatter(-1, idx, 1.0)
+    return ratio * (one_hot - p)
+
+
+@dataclass
+class DirectionStats:
+    """What the node-level scores need from one (P, V) direction, for one teacher and signal."""
+
+    d_cand: Tensor  # (P, K) d at the candidate ids; 0 at padded (negative) ids
+    d_norm2: Tensor  # (P,) |d|^2 over the full vocabulary
+    hd: Tensor  # (P,) <h, d> over the full vocabulary
+
+
+def _gather_cand(x: Tensor, cand_ids: Tensor) -> Tensor:
+    """x at the candidate ids, (P, K); padded slots (id < 0) read as 0."""
+    ids = cand_ids.long()
+    vals = x.gather(-1, ids.clamp(min=0))
+    return torch.where(ids >= 0, vals, torch.zeros_like(vals))
+
+
+def sharpening_stats(logp_train: Tensor, cand_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(h over V, h on the candidates (P, K), |h|^2 (P,)): computed once per chunk."""
+    h = sharpening_direction(logp_train)
+    return h, _gather_cand(h, cand_ids), (h * h).sum(-1)
+
+
+def direction_stats(
+    signal: str,
+    logp_train: Tensor,
+    logq: Tensor,
+    cand_ids: Tensor,
+    sampled: Tensor | None = None,
+    beta: float = 0.5,
+    h: Tensor | None = None,
+) -> DirectionStats:
+    """Reduce one full-vocabulary direction to the per-node quantities that are stored.
+
+    Pass ``h`` (from ``sharpening_stats``) to share it across teachers and signals.
+    """
+    d = direction(signal, logp_train, logq, sampled, beta)
+    if h is None:
+        h = sharpening_direction(logp_train)
+    return DirectionStats(_gather_cand(d, cand_ids), (d * d).sum(-1), (_f64(h) * d).sum(-1))
+
+
+def _kl(logp: Tensor, logq: Tensor) -> Tensor:
+    """KL(p || q) per position; tokens without p-mass contribute 0."""
+    return (_probs(logp) * _finite_or_zero(logp - logq, logp)).sum(-1)
+
+
+def proxies(logp: Tensor, logq: Tensor, sampled: Tensor, student_top_k: int) -> dict[str, Tensor]:
+    """Cheap per-position proxies whose correlation with alignment the user can query, (P,) each.
+
+    teachability is the teacher's mass on the student's top-k tokens; sampled_rank is 1 + the
+    number of tokens the teacher strictly prefers to the sampled one.
+    """
+    if student_top_k < 1:
+        raise ValueError(f"student_top_k must be >= 1 (got {student_top_k})")
+    logp, logq = _f64(logp), _f64(logq)
+    q = _probs(logq)
+    log_m = torch.logaddexp(logp, logq) - math.log(2.0)
+    top = torch.topk(logp, min(student_top_k, logp.shape[-1]), dim=-1).indices
+    idx = sampled.long().unsqueeze(-1)
+    logq_y = logq.gather(-1, idx)
+    return {
+        "student_entropy": entropy(logp),
+        "teacher_entropy": entropy(logq),
+        "kl_pq": _kl(logp, logq),
+        "kl_qp": _kl(logq, logp),
+        "js": 0.5 * _kl(logq, log_m) + 0.5 * _kl(logp, log_m),
+        "teachability": q.gather(-1, top).sum(-1),
+        "sampled_rank": 1 + (logq > logq_y).sum(-1),
+        "logq_sampled": logq_y.squeeze(-1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Node-level part (numpy float64, candidate set padded to K with a mask)
+
+
+def _a(x: object) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def ideal_direction(
+    p_cand: np.ndarray, s_hat: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """V_hat = sum_C p S / m_s and g_a = p_a (S_a - V_hat) on C (0 on padded slots).
+
+    Tokens outside C are valued at V_hat, so their g component is 0. g is set to exactly 0 when
+    all candidates with mass share one S (no signal), so ``g == 0`` tests are exact despite
+    rounding in V_hat. Shapes broadcast over leading dims: (B, P, K) draws against (P, K).
+    """
+    p = _a(p_cand) * np.asarray(mask, dtype=bool)
+    s = _a(s_hat)
+    live = p > 0
+    m_s = p.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v_hat = (p * s).sum(-1) / m_s
+    spread = np.where(live, s, -np.inf).max(-1) - np.where(live, s, np.inf).min(-1)
+    g = np.where(live, p * (s - v_hat[..., None]), 0.0)
+    g = np.where((spread > 0)[..., None], g, 0.0)
+    return v_hat, g
+
+
+def g_zero_share(g: np.ndarray) -> np.ndarray:
+    """Share of draws (axis 0) in which g = 0 on every candidate."""
+    return np.all(_a(g) == 0, axis=-1).mean(0)
+
+
+def teacher_advantage(
+    q_cand: np.ndarray, s_hat: np.ndarray, v_hat: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """A_c = sum_C q_a (S_a - V_hat): the success gained if the student adopted q at the node."""
+    m = np.asarray(mask, dtype=bool)
+    return np.where(m, _a(q_cand) * (_a(s_hat) - _a(v_hat)[..., None]), 0.0).sum(-1)
+
+
+def alignment(
+    g: np.ndarray,
+    d_cand: np.ndarray,
+    d_norm2: np.ndarray,
+    hd: np.ndarray,
+    h_cand: np.ndarray,
+    h_norm2: np.ndarray,
+    mask: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """gain, cos, cos_c and beyond from the stored quantities, with reason codes.
+
+    g is 0 outside C, so every inner product with g is a sum over C; beyond uses
+    <Pg, Pd> = <g,d> - <g,h><h,d>/|h|^2 and the matching norms, with P = I - h h^T/|h|^2.
+    Returns arrays broadcast over all inputs' leading dims: ``gain`` (never NaN), ``cos``,
+    ``cos_c`` (NaN also where d vanishes on C), ``beyond`` and ``reason`` (int codes into
+    ``NULL_REASONS``; 0 when every score is defined, else the first reason in that order).
+    """
+    m = np.asarray(mask, dtype=bool)
+    g = np.where(m, _a(g), 0.0)
+    d_c = np.where(m, _a(d_cand), 0.0)
+    h_c = np.where(m, _a(h_cand), 0.0)
+    d2, hd, h2 = _a(d_norm2), _a(hd), _a(h_norm2)
+    gain = (g * d_c).sum(-1)
+    g2 = (g * g).sum(-1)
+    gh = (g * h_c).sum(-1)
+    dc2 = (d_c * d_c).sum(-1)
+
+    no_signal = g2 == 0
+    zero_dir = d2 <= D_NORM2_MIN
+    no_h = h2 < H_NORM2_MIN
+    h2_safe = np.where(no_h, 1.0, h2)
+    pd2 = np.maximum(d2 - hd * hd / h2_safe, 0.0)
+    pg2 = np.maximum(g2 - gh * gh / h2_safe, 0.0)
+    pure = pd2 < PURE_SHARPENING_REL**2 * d2
+    ideal_is_h = pg2 < PURE_SHARPENING_REL**2 * g2
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = gain / np.sqrt(g2 * d2)
+        cos_c = gain / np.sqrt(g2 * dc2)
+        beyond = (gain - gh * hd / h2_safe) / np.sqrt(pg2 * pd2)
+    cos_null = no_signal | zero_dir
+    beyond_null = cos_null | no_h | pure | ideal_is_h
+    cos = np.where(cos_null, np.nan, np.clip(cos, -1.0, 1.0))
+    cos_c = np.where(cos_null | (dc2 <= D_NORM2_MIN), np.nan, np.clip(cos_c, -1.0, 1.0))
+    beyond = np.where(beyond_null, np.nan, np.clip(beyond, -1.0, 1.0))
+    reason = np.select(
+        [no_signal, zero_dir, no_h, pure, ideal_is_h],
+        [_NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H],
+        default=0,
+    ).astype(np.int8)
+    return {"gain": gain, "cos": cos, "cos_c": cos_c, "beyond": beyond, "reason": reason}
+
+
+def reason_names(reason: np.ndarray) -> np.ndarray:
+    """Reason codes -> object array of names (None where the score is defined)."""
+    return np.array(NULL_REASONS, dtype=object)[np.asarray(reason, dtype=np.int64)]
+
+
+def jeffreys_draws(
+    s: np.ndarray, n: np.ndarray, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """B draws of S ~ Beta(s + 1/2, n - s + 1/2), independent per candidate: (B, *s.shape).
+
+    The Jeffreys posterior, not a resample of outcomes: 0/N and N/N keep their uncertainty.
+    """
+    s, n = _a(s), _a(n)
+    if np.any(s < 0) or np.any(s > n):
+        raise ValueError("success counts must satisfy 0 <= s <= n for every candidate")
+    return rng.beta(s + 0.5, n - s + 0.5, size=(draws, *np.broadcast(s, n).shape))
+
+
+def interval(
+    x_draws: np.ndarray, lo: float = 0.05, hi: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) quantiles over draws (axis 0), ignoring NaN draws; NaN where all draws are NaN."""
+    x = _a(x_draws)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, as intended
+        q = np.nanquantile(x, [lo, hi], axis=0)
+    return q[0], q[1]
+
+
+def label(lo: np.ndarray, hi: np.ndarray, g_zero_share: np.ndarray) -> np.ndarray:
+    """'helps' / 'hurts' when the interval excludes 0, else 'neutral'; None where it is NaN.
+
+    More than 10% of draws with g = 0 makes a node neutral whatever its interval.
+    """
+    lo, hi, z = np.broadcast_arrays(_a(lo), _a(hi), _a(g_zero_share))
+    out = np.full(lo.shape, "neutral", dtype=object)
+    decided = z <= 0.1
+    out[decided & (lo > 0)] = "helps"
+    out[decided & (hi < 0)] = "hurts"
+    out[np.isnan(lo) | np.isnan(hi)] = None
+    return out
+
+
+def best_teacher(
+    beyond_point: np.ndarray, beyond_draws: np.ndarray, eligible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leader per node by point score among eligible teachers, and P(leader ahead) over draws.
+
+    Shapes: beyond_point (..., T), beyond_draws (B, ..., T), eligible broadcastable to (..., T)
+    (False for controls). Teachers with a NaN point score are not eligible; ties go to the
+    lower index (config order). In a draw the leader is ahead when its score is not NaN and
+    >= every other eligible teacher's (NaN draws count as behind). Returns index (-1 when no
+    teacher is eligible) and probability (NaN there).
+    """
+    point = _a(beyond_point)
+    draws = _a(beyond_draws)
+    ok = np.asarray(eligible, dtype=bool) & ~np.isnan(point)
+    any_ok = ok.any(-1)
+    leader = np.argmax(np.where(ok, point, -np.inf), axis=-1)
+    lead_draw = np.take_along_axis(
+        draws, np.broadcast_to(leader, draws.shape[:-1])[..., None], axis=-1
+    )  # (B, ..., 1)
+    others = ok & (np.arange(point.shape[-1]) != leader[..., None])
+    behind = np.isnan(draws) | (draws <= lead_draw) | ~others
+    ahead = ~np.isnan(lead_draw[..., 0]) & behind.all(-1)
+    prob = ahead.mean(0)
+    return np.where(any_ok, leader, -1), np.where(any_ok, prob, np.nan)
+
+
+def crossfit_halves(
+    p_cand: np.ndarray,
+    mask: np.ndarray,
+    s: np.ndarray,
+    n: np.ndarray,
+    s_half: np.ndarray,
+    n_half: np.ndarray,
+    q_cand: np.ndarray,
+    d_cand: np.ndarray,
+    d_norm2: np.ndarray,
+    hd: np.ndarray,
+    h_cand: np.ndarray,
+    h_norm2: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """advantage and beyond from each half of the continuations, for the cross-fitted oracle.
+
+    Half a is the first n_half continuations (s_half successes), half b the rest. Per-node
+    quantities are (P, K) or (P,); teacher quantities may carry leading dims such as (T, P, K),
+    and results have them too: advantage_a/_b and beyond_a/_b. A half with no continuations
+    gives NaN S, hence NaN scores.
+    """
+    s, n, s_half, n_half = _a(s), _a(n), _a(s_half), _a(n_half)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s_hat = np.stack([s_half / n_half, (s - s_half) / (n - n_half)])  # (2, P, K)
+    lead = np.ndim(q_cand) - np.ndim(p_cand)
+    s_hat = s_hat.reshape(2, *([1] * lead), *s_hat.shape[1:])  # (2, ..., P, K)
+    v_hat, g = ideal_direction(p_cand, s_hat, mask)
+    adv = teacher_advantage(q_cand, s_hat, v_hat, mask)
+    beyond = alignment(g, d_cand, d_norm2, hd, h_cand, h_norm2, mask)["beyond"]
+    return {
+        "advantage_a": adv[0],
+        "advantage_b": adv[1],
+        "beyond_a": beyond[0],
+        "beyond_b": beyond[1],
+    }
+
+
+def crossfit_oracle(
+    score_a: np.ndarray, score_b: np.ndarray, eligible: np.ndarray
+) -> dict[str, float | int]:
+    """Cross-fitted oracle gain: pick on one half, score on the other, both ways, averaged.
+
+    score_a, score_b: (nodes, T) per-node scores from the two halves; eligible: (T,) non-control.
+    Per node the oracle picks the argmax of the selecting half and takes the other half's score;
+    the best single teacher is the one with the highest mean on the selecting half. Both means
+    use the nodes where the oracle's and the single teacher's scores exist.
+    """
+    ok = np.asarray(eligible, dtype=bool)
+    if not ok.any():
+        raise ValueError("crossfit_oracle needs at least one eligible (non-control) teacher")
+    results = []
+    for sel, ev in ((_a(score_a), _a(score_b)), (_a(score_b), _a(score_a))):
+        sel = np.where(ok, sel, np.nan)
+        has = ~np.all(np.isnan(sel), axis=-1)
+        pick = np.argmax(np.where(np.isnan(sel), -np.inf, sel), axis=-1)
+        oracle = np.where(has, np.take_along_axis(ev, pick[:, None], -1)[:, 0], np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            single = int(np.nanargmax(np.where(ok, np.nanmean(sel, axis=0), np.nan)))
+        both = ~np.isnan(oracle) & ~np.isnan(ev[:, single])
+        results.append((oracle[both].mean(), single, ev[both, single].mean(), int(both.sum())))
+    oracle_mean = float(np.mean([r[0] for r in results]))
+    single_mean = float(np.mean([r[2] for r in results]))
+    return {
+        "oracle_mean": oracle_mean,
+        "best_single": results[0][1],
+        "best_single_mean": single_mean,
+        "oracle_gain": oracle_mean - single_mean,
+        "n": min(r[3] for r in results),
+    }
