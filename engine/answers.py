@@ -125,9 +125,10 @@ def latex_number(answer: str) -> float | None:
     return None
 
 
+_LETTER = r"(I(?!\s+[a-z])|[A-HJ])(?![A-Za-z'’])"  # 'I think ...' is not option I
 _MC_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("answer is", re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*\(?([A-J])\)?(?![A-Za-z])")),
-    ("####", re.compile(r"####\s*\(?([A-J])\)?(?![A-Za-z])")),
+    ("answer is", re.compile(rf"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*\(?{_LETTER}")),
+    ("####", re.compile(rf"####\s*\(?{_LETTER}")),
     ("boxed", re.compile(r"\\boxed\{\s*(?:\\text\{)?\(?([A-J])\)?\}?\s*\}")),
     ("last letter", re.compile(r"(?:^|[\s:(\[*])\(?([A-J])\)?[.)\]*]*\s*$")),
 )

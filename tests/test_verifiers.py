@@ -119,6 +119,9 @@ def test_mc_formats() -> None:
     assert vs[0].detail == "answer is: C" and vs[2].detail == "####: C"
     assert vs[3].detail == "boxed: C" and vs[5].detail == "last letter: C"
     assert vs[8].detail == "no option letter found"
+    # Option I exists (A-J) but the pronoun is not it.
+    assert correct("mc", "B", ["Answer: I think it's B", "Answer: I'm sure: B"]) == [True, True]
+    assert correct("mc", "I", ["The answer is I.", "#### (I)"]) == [True, True]
 
 
 def test_answer_after_marker() -> None:
