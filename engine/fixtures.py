@@ -221,7 +221,7 @@ def _pa(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
 
 def _batch_tables(
     rng: np.random.Generator, b: _Batch, vocab: Vocab, models: list[TeacherModel],
-    signals: Sequence[str], k: int, probed_share: float,
+    signals: Sequence[str], k: int, probed_share: float, tour: bool = False,
 ) -> Iterator[tuple[str, pa.Table]]:
     """Rows of every per-question table for one batch, in key order."""
     n_q, n_r = b.lengths.shape
@@ -235,6 +235,9 @@ def _batch_tables(
     qid_arr = pa.array(b.qids)
 
     token_id = rng.choice(len(vocab.weight), total, p=vocab.weight)
+    if tour:  # every vocabulary entry at least once, so tests can rely on each tricky token
+        shown = min(total, vocab.eos)
+        token_id[:shown] = np.arange(shown)
     ends = starts + flat_len - 1
     token_id[ends[b.finished.ravel()]] = vocab.eos
     probed = rng.random(total) < probed_share
@@ -623,7 +626,7 @@ def write_fixture_db(
             batch = _plan(rng, qids, [int(families[i]) for i in idx], rollouts, min_len, max_len,
                           long_mask[lo_i:hi_i], long_len)
             tables = dict(_batch_tables(rng, batch, vocab, models, signals, candidates,
-                                        probed_share))
+                                        probed_share, tour=lo_i == 0))
             for name in ("tokens", "nodes", "candidates", "candidate_teacher", "node_teacher",
                          "scores"):
                 _insert(con, name, tables[name])
