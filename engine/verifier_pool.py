@@ -12,6 +12,7 @@ the `if __name__ == "__main__":` guard (console entry points such as `opd-engine
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
@@ -80,8 +81,9 @@ class _Worker:
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
 
     def send_batch(self, question: Any, timeout_s: float) -> None:
-        self.conn.send(("batch", question, list(self.owed)))
         self.deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(OSError):  # a dead worker shows up as EOF and is replaced
+            self.conn.send(("batch", question, list(self.owed)))
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -111,6 +113,10 @@ class VerifierPool:
     def run(self, question: Any, texts: Sequence[str]) -> list[Result]:
         results: list[Result | None] = [None] * len(texts)
         n_workers = min(self.size, len(texts))
+        for k, w in enumerate(self._workers):
+            if not w.proc.is_alive():  # died while idle (OOM killer, ...): not any answer's fault
+                w.kill()
+                self._workers[k] = _Worker(self._ctx, self.target)
         while len(self._workers) < n_workers:
             self._workers.append(_Worker(self._ctx, self.target))
         chunk = -(-len(texts) // max(n_workers, 1))

@@ -250,6 +250,19 @@ def test_callable_pool_splits_batches_across_workers(callables_module: str) -> N
         v.close()
 
 
+def test_worker_dead_while_idle_is_replaced_silently(callables_module: str) -> None:
+    v = make_verifier("callable", callable_spec=f"{callables_module}:equals", workers=1)
+    try:
+        assert v.verify_many(["1"], question("1"))[0].correct is True
+        first = v.pool._workers[0].proc  # type: ignore[attr-defined]
+        first.kill()
+        first.join()
+        out = v.verify_many(["2", "1 "], question("1", qid="next"))
+        assert [o.correct for o in out] == [False, True]  # no answer blamed for the death
+    finally:
+        v.close()
+
+
 def test_math_verify_in_pool() -> None:
     v = make_verifier("math_verify", timeout_s=10.0, workers=1, answer_after="</think>")
     try:
