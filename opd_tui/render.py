@@ -174,9 +174,22 @@ def fmt(value: float | None, digits: int = 3, signed: bool = True) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def fmt_interval(mean: float | None, lo: float | None, hi: float | None, digits: int = 3) -> str:
-    if mean is None:
+def compact(value: float | None) -> str:
+    """Short signed number for dense tables: +.42, -.071, +.0013 (two significant digits)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "∅"
+    if value == 0:
+        return "0"
+    text = f"{value:+.2f}" if abs(value) >= 0.095 else f"{value:+.2g}"
+    if "e" in text:
+        return text
+    return text.replace("0.", ".", 1) if abs(value) < 1 else text
+
+
+def fmt_interval(mean: float | None, lo: float | None, hi: float | None) -> str:
+    """Mean with its 5-95% interval, compact: +.40[.30,.52]."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "∅"
     if lo is None or hi is None:
-        return fmt(mean, digits)
-    return f"{fmt(mean, digits)} [{fmt(lo, 2)},{fmt(hi, 2)}]"
+        return compact(mean)
+    return f"{compact(mean)}[{compact(lo).lstrip('+')},{compact(hi).lstrip('+')}]"

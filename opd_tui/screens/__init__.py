@@ -1,0 +1,1 @@
+"""Screens of the browsing TUI: overview, questions, rollout, and modals."""

@@ -1,0 +1,132 @@
+"""Questions: one row per question, sortable by any column, filtered by a typed SQL WHERE."""
+
+from __future__ import annotations
+
+import polars as pl
+from rich.text import Text
+from textual.widgets import DataTable, Input, Static
+
+from opd_tui import actions
+from opd_tui.queries import QueryError, fetch_questions, questions_query
+from opd_tui.render import fmt, visible_token
+from opd_tui.screens.base import OpdScreen
+
+PAGE = 1000
+
+
+class QuestionsScreen(OpdScreen):
+    scope = "questions"
+    BINDINGS = actions.bindings("questions")
+    HELP = ("One row per question: accuracy over its rollouts, hurt tokens (non-control "
+            "teachers, selected signal), mean plain alignment per teacher, best teacher. "
+            "o sorts by the cursor's column (again: descending). f or / focuses the filter: a "
+            "DuckDB expression over the columns, e.g. accuracy < 0.5 AND hurts > 3; Enter "
+            "applies it, errors show below it. Enter on a row opens its rollouts.")
+    DEFAULT_CSS = """
+    QuestionsScreen #filter { height: 3; }
+    QuestionsScreen #filter-error { height: auto; color: $error; }
+    QuestionsScreen DataTable { height: 1fr; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where = ""
+        self.order_by = "idx"
+        self.descending = False
+        self.frame = pl.DataFrame()
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Input(placeholder="filter: DuckDB WHERE expression (f), e.g. accuracy < 0.5",
+                    id="filter")
+        yield Static("", id="filter-error")
+        yield DataTable(id="questions", cursor_type="cell", zebra_stripes=True)
+        yield from self.compose_chrome()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.selection_changed()
+
+    def selection_changed(self) -> None:
+        super().selection_changed()
+        self.refetch()
+
+    def refetch(self) -> None:
+        error = self.query_one("#filter-error", Static)
+        try:
+            query = questions_query(self.opd.info.teacher_names, self.opd.signal,
+                                    where=self.where, order_by=self.order_by,
+                                    descending=self.descending, limit=PAGE)
+        except QueryError as e:
+            error.update(Text(str(e)))
+            return
+        self.queries = [query]
+        self.load("questions", lambda cur: fetch_questions(cur, query), self._show,
+                  lambda e: error.update(Text(f"filter error: {e}")))
+
+    def _show(self, frame: pl.DataFrame) -> None:
+        self.query_one("#filter-error", Static).update("")
+        self.frame = frame
+        table = self.query_one(DataTable)
+        cursor = table.cursor_coordinate
+        table.clear(columns=True)
+        for name in frame.columns:
+            arrow = ""
+            if name == self.order_by:
+                arrow = " ▼" if self.descending else " ▲"
+            table.add_column(name + arrow, key=name)
+        for row in frame.iter_rows():
+            table.add_row(*(_cell(v) for v in row))
+        if frame.height:
+            table.cursor_coordinate = table.validate_cursor_coordinate(cursor)
+        note = f"{frame.height} rows" + (" (first page)" if frame.height >= PAGE else "")
+        self.update_status(note)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.where = event.value.strip()
+        self.query_one(DataTable).focus()
+        self.refetch()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_sort(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.frame.width:
+            return
+        column = self.frame.columns[table.cursor_coordinate.column]
+        self.descending = not self.descending if column == self.order_by else False
+        self.order_by = column
+        self.refetch()
+
+    def action_first(self) -> None:
+        self.query_one(DataTable).move_cursor(row=0)
+
+    def action_last(self) -> None:
+        table = self.query_one(DataTable)
+        table.move_cursor(row=max(table.row_count - 1, 0))
+
+    def selected_question(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self.frame.height:
+            return None
+        return str(self.frame["question_id"][table.cursor_coordinate.row])
+
+    def action_open_question(self) -> None:
+        question = self.selected_question()
+        if question is not None:
+            self.opd.open_rollout(question, 0)
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        event.stop()
+        self.action_open_question()
+
+
+def _cell(value: object) -> Text | str:
+    if value is None:
+        return Text("∅", "dim")
+    if isinstance(value, float):
+        return Text(fmt(value, 3, signed=False) if value >= 0 else fmt(value, 3),
+                    justify="right")
+    if isinstance(value, int):
+        return Text(str(value), justify="right")
+    return visible_token(str(value), max_cells=32)

@@ -1,0 +1,332 @@
+"""Rollout: tokens as flowing text coloured by a layer, with the token inspector beside them."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+import polars as pl
+from rich.style import Style
+from rich.text import Text
+from textual.containers import Container
+from textual.events import Resize
+from textual.widgets import Input, Static
+
+from opd_tui import actions
+from opd_tui.queries import (
+    LAYERS,
+    Layer,
+    NodeDetail,
+    Query,
+    layers_query,
+    node_detail,
+    node_query,
+    node_scores_query,
+    teacher_prompts_query,
+    tokens_query,
+)
+from opd_tui.render import (
+    categorical,
+    diverging,
+    ends_line,
+    marker_glyph,
+    quantile_scale,
+    safe_text,
+    sequential,
+    visible_token,
+)
+from opd_tui.screens.base import OpdScreen
+from opd_tui.screens.modals import TextModal
+from opd_tui.widgets.inspector import Inspector, node_renderable
+from opd_tui.widgets.token_view import TokenPaint, TokenView
+
+
+def layer_paint(layer: Layer, tokens: pl.DataFrame, layers: pl.DataFrame,
+                teachers: list[str]) -> tuple[list[Style | None], list[str]]:
+    """Per-token style and help/hurt marker for one layer (unprobed tokens: no style)."""
+    n = tokens.height
+    index = {pos: i for i, pos in enumerate(tokens["pos"].to_list())}
+    source = tokens if layer.column in tokens.columns else layers
+    values: list[Any] = [None] * n
+    for pos, value in zip(source["pos"].to_list(), source[layer.column].to_list(), strict=True):
+        if pos in index:
+            values[index[pos]] = value
+    labels: list[str | None] = [None] * n
+    label_col = layer.label_column or "label"
+    for pos, label in zip(layers["pos"].to_list(), layers[label_col].to_list(), strict=True):
+        if pos in index:
+            labels[index[pos]] = label
+    if layer.kind == "categorical":
+        order = {t: i for i, t in enumerate(teachers)}
+        styles = [categorical(order.get(v, -1)) if v is not None else None for v in values]
+    elif layer.kind == "sequential":
+        scale = 1.0 if layer.id == "s_sampled" else quantile_scale(values)
+        styles = [sequential(v, scale) for v in values]
+    else:
+        scale = 1.0 if layer.id in ("align", "beyond") else quantile_scale(values)
+        styles = [diverging(v, scale) for v in values]
+    return styles, [marker_glyph(lb) for lb in labels]
+
+
+class RolloutScreen(OpdScreen):
+    scope = "rollout"
+    BINDINGS = actions.bindings("rollout")
+    HELP = ("The rollout's tokens, coloured by the active layer (c cycles): blue helps / "
+            "positive, orange-red hurts / negative, uncoloured tokens were not probed. ⁺ and an "
+            "underline mark tokens labelled helps, ⁻ hurts (interval excludes 0) for the "
+            "selected teacher and signal, in any colour mode. ␣ ⏎ ⇥ are whitespace, <...> "
+            "special tokens, \\xNN undecodable bytes. The inspector shows the cursor token's "
+            "candidates (▸ = sampled), every teacher x signal score and the controls.")
+    DEFAULT_CSS = """
+    RolloutScreen #title { height: 1; background: $boost; }
+    RolloutScreen #search { display: none; }
+    RolloutScreen #search.visible { display: block; }
+    RolloutScreen #split { height: 1fr; layout: horizontal; }
+    RolloutScreen #split.narrow { layout: vertical; }
+    RolloutScreen TokenView { width: 1fr; height: 1fr; }
+    RolloutScreen Inspector { width: 1fr; height: 1fr; }
+    RolloutScreen #split.narrow Inspector { border-left: none; border-top: solid $primary; }
+    """
+
+    def __init__(self, question_id: str, rollout: int, pos: int = 0) -> None:
+        super().__init__()
+        self.question_id, self.rollout, self.start_pos = question_id, rollout, pos
+        self.layer_index = 0
+        self.token_frame = pl.DataFrame()
+        self.layer_frame = pl.DataFrame()
+        self.rollout_row: dict[str, Any] = {}
+        self.show_texts = False
+        self.detail: NodeDetail | None = None
+        self.search_text = ""
+        self._text_offsets: list[int] = []
+        self._full_text = ""
+        self.loaded = False
+
+    @property
+    def layer(self) -> Layer:
+        return LAYERS[self.layer_index]
+
+    def layer_name(self) -> str:
+        return self.layer.title
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Static(id="title")
+        yield Input(placeholder="search token text (Enter: next match, Esc: close)", id="search")
+        with Container(id="split"):
+            yield TokenView()
+            yield Inspector()
+        yield from self.compose_chrome()
+
+    NARROW = 140
+    """Below this width the inspector goes under the tokens instead of beside them."""
+
+    def on_resize(self, event: Resize) -> None:
+        self.query_one("#split").set_class(event.size.width < self.NARROW, "narrow")
+
+    def on_mount(self) -> None:
+        self.query_one("#split").set_class(self.app.size.width < self.NARROW, "narrow")
+        self.query_one(TokenView).focus()
+        self.load_rollout(self.question_id, self.rollout, self.start_pos)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load_rollout(self, question_id: str, rollout: int, pos: int = 0) -> None:
+        self.question_id, self.rollout = question_id, rollout
+        self.loaded = False
+        teacher, signal = self.opd.teacher, self.opd.signal
+        tq, lq = tokens_query(question_id, rollout), layers_query(question_id, rollout, teacher,
+                                                                   signal)
+        rq = Query("SELECT * FROM rollouts WHERE question_id = ? AND rollout = ?",
+                   (question_id, rollout))
+
+        def fetch(cur: Any) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+            return tq.run(cur), lq.run(cur), rq.run(cur)
+
+        self.queries = [tq, lq]
+        self.load("rollout", fetch, lambda r: self._show_rollout(r, pos))
+
+    def _show_rollout(self, result: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+                      pos: int) -> None:
+        self.token_frame, self.layer_frame, rollouts = result
+        self.rollout_row = rollouts.row(0, named=True) if rollouts.height else {}
+        raw_texts = self.token_frame["token_text"].to_list()
+        texts = [
+            visible_token(t, b, is_special=bool(s))
+            for t, b, s in zip(raw_texts, self.token_frame["token_bytes"].to_list(),
+                               self.token_frame["is_special"].to_list(), strict=True)
+        ]
+        styles, markers = self._layer_paint()
+        self._full_text = "".join(t or "" for t in raw_texts).lower()
+        offsets, x = [], 0
+        for t in raw_texts:
+            offsets.append(x)
+            x += len(t or "")
+        self._text_offsets = offsets
+        paint = TokenPaint(texts, [ends_line(t) for t in raw_texts], styles, markers)
+        index = self._index_of(pos)
+        self.query_one(TokenView).set_tokens(paint, index)
+        self.loaded = True
+        self._update_title()
+        if not texts:
+            self.query_one(Inspector).show(Text("this rollout has no tokens", "dim"))
+
+    def _index_of(self, pos: int) -> int:
+        positions = self.token_frame["pos"].to_list() if self.token_frame.height else []
+        return bisect_right(positions, pos) - 1 if positions else 0
+
+    def _layer_paint(self) -> tuple[list[Style | None], list[str]]:
+        return layer_paint(self.layer, self.token_frame, self.layer_frame,
+                           self.opd.info.non_control)
+
+    def _update_title(self) -> None:
+        r = self.rollout_row
+        verdict = r.get("verdict") or "?"
+        text = Text.assemble(
+            (f" {safe_text(self.question_id)} ", "bold"), f"rollout {self.rollout}  ",
+            (verdict, "green" if r.get("correct") else "red"),
+            f"  {self.token_frame.height:,} tokens   layer: ", (self.layer.title, "bold"),
+            f"   teacher {self.opd.teacher} / {self.opd.signal}",
+        )
+        if self.layer.kind == "categorical":
+            for i, t in enumerate(self.opd.info.non_control):
+                text.append(f" {t}", categorical(i) or "")
+        self.query_one("#title", Static).update(text)
+        self.update_status()
+
+    def selection_changed(self) -> None:
+        """Teacher or signal changed: only the layer columns are refetched."""
+        super().selection_changed()
+        if not self.loaded:
+            return
+        lq = layers_query(self.question_id, self.rollout, self.opd.teacher, self.opd.signal)
+        self.queries = [self.queries[0], lq]
+        self.load("layers", lq.run, self._show_layers)
+
+    def reload(self) -> None:
+        view = self.query_one(TokenView)
+        self.load_rollout(self.question_id, self.rollout, self._pos_at(view.cursor))
+
+    def _show_layers(self, layers: pl.DataFrame) -> None:
+        self.layer_frame = layers
+        self.query_one(TokenView).restyle(*self._layer_paint())
+        self._update_title()
+
+    # -- inspector ------------------------------------------------------------------------
+
+    def _pos_at(self, index: int) -> int:
+        return int(self.token_frame["pos"][index]) if self.token_frame.height else 0
+
+    def on_token_view_cursor_moved(self, event: TokenView.CursorMoved) -> None:
+        if not self.token_frame.height:
+            return
+        pos = self._pos_at(event.pos)
+        q, r, teachers = self.question_id, self.rollout, self.opd.info.teacher_names
+        self.queries = self.queries[:2] + [node_query(q, r, pos), node_scores_query(q, r, pos)]
+        self.load("inspector", lambda cur: node_detail(cur, q, r, pos, teachers),
+                  self._show_detail,
+                  lambda e: self.query_one(Inspector).show(Text(f"error: {e}", "red")))
+
+    def _show_detail(self, detail: NodeDetail) -> None:
+        self.detail = detail
+        self.query_one(Inspector).show(
+            node_renderable(detail, self.opd.info.teacher_names, self.show_texts))
+
+    # -- actions --------------------------------------------------------------------------
+
+    def action_move(self, delta: int) -> None:
+        view = self.query_one(TokenView)
+        view.move_to(view.cursor + delta)
+
+    def action_line(self, delta: int) -> None:
+        self.query_one(TokenView).move_lines(delta)
+
+    def action_page(self, delta: int) -> None:
+        view = self.query_one(TokenView)
+        view.move_lines(delta * view.page_lines)
+
+    def action_first(self) -> None:
+        self.query_one(TokenView).move_to(0)
+
+    def action_last(self) -> None:
+        self.query_one(TokenView).move_to(self.token_frame.height - 1)
+
+    def significant_indices(self) -> list[int]:
+        markers = self.query_one(TokenView).paint.markers
+        return [i for i, m in enumerate(markers) if m]
+
+    def action_significant(self, direction: int) -> None:
+        view = self.query_one(TokenView)
+        hits = self.significant_indices()
+        if direction > 0:
+            after = [i for i in hits if i > view.cursor]
+            target = after[0] if after else None
+        else:
+            before = [i for i in hits if i < view.cursor]
+            target = before[-1] if before else None
+        if target is None:
+            self.notify("no further significant token for this teacher/signal", timeout=2)
+        else:
+            view.move_to(target)
+
+    def action_rollout_step(self, delta: int) -> None:
+        key = self.opd.step_rollout(self.question_id, self.rollout, delta)
+        if key is None:
+            self.notify("no further rollout", timeout=2)
+            return
+        self.load_rollout(*key)
+
+    def action_layer(self, delta: int) -> None:
+        self.layer_index = (self.layer_index + delta) % len(LAYERS)
+        if self.loaded:
+            self.query_one(TokenView).restyle(*self._layer_paint())
+            self._update_title()
+
+    def action_toggle_continuations(self) -> None:
+        self.show_texts = not self.show_texts
+        if self.detail is not None:
+            self._show_detail(self.detail)
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.add_class("visible")
+        search.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.search_text = event.value or self.search_text
+        self.find_next(self.search_text)
+
+    def find_next(self, needle: str) -> bool:
+        """Move to the next token whose text (or a span starting in it) matches; wraps."""
+        if not needle or not self._text_offsets:
+            return False
+        view = self.query_one(TokenView)
+        start = self._text_offsets[view.cursor] + 1
+        hit = self._full_text.find(needle.lower(), start)
+        if hit < 0:
+            hit = self._full_text.find(needle.lower())
+        if hit < 0:
+            self.notify(f"not found: {needle}", timeout=2)
+            return False
+        view.move_to(bisect_right(self._text_offsets, hit) - 1)
+        return True
+
+    def close_overlay(self) -> bool:
+        """Esc/q while searching closes the search box instead of leaving the screen."""
+        search = self.query_one("#search", Input)
+        if search.has_class("visible"):
+            search.remove_class("visible")
+            self.query_one(TokenView).focus()
+            return True
+        return False
+
+    def action_prompts(self) -> None:
+        query = teacher_prompts_query(self.question_id)
+
+        def show(frame: pl.DataFrame) -> None:
+            body = Text()
+            for row in frame.iter_rows(named=True):
+                body.append(f"── {row['teacher']} ({row['n_prompt_tokens']} tokens)\n", "bold")
+                body.append(safe_text(row["prompt"]) + "\n\n")
+            self.app.push_screen(TextModal("teacher prompts", body, query.inline()))
+
+        self.load("prompts", query.run, show)

@@ -1,0 +1,1 @@
+"""Widgets of the browsing TUI, one per module."""
