@@ -261,6 +261,8 @@ def _batch_tables(
 
     base = np.where(np.nan_to_num(correct_node, nan=0.5) > 0.5, 0.75, 0.3)
     logit = np.log(base / (1 - base))[:, None] + rng.normal(0.0, 1.8, (n_n, k))
+    decided = rng.random(n_n) < 0.15  # the outcome no longer depends on this token: g = 0
+    logit[decided] += np.where(base[decided] > 0.5, 9.0, -9.0)[:, None]
     pi = 1 / (1 + np.exp(-logit))  # true success probabilities (what teachers "know")
     s = rng.binomial(N_CONT, pi)
     n_half = N_CONT // 2
