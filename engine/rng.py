@@ -27,7 +27,8 @@ def sequence_key(
     """A 64-bit key for one random sequence."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown randomness purpose {purpose!r}")
-    text = f"{seed}\x1f{purpose}\x1f{question_id}\x1f{rollout}\x1f{node}\x1f{candidate}\x1f{continuation}"
+    parts = (seed, purpose, question_id, rollout, node, candidate, continuation)
+    text = "\x1f".join(str(x) for x in parts)
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
@@ -39,11 +40,15 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
-    """One uniform in [0, 1) per key for decoding step `step` (counter-based, stateless)."""
+def uniforms(keys: np.ndarray, step: int | np.ndarray) -> np.ndarray:
+    """One uniform in [0, 1) per key for decoding step `step` (counter-based, stateless).
+
+    `step` is one int for all keys or an array with one step per key.
+    """
     keys = np.asarray(keys, dtype=np.uint64)
+    steps = np.broadcast_to(np.asarray(step, dtype=np.int64).astype(np.uint64), keys.shape)
     with np.errstate(over="ignore"):
-        mixed = _splitmix64(keys ^ _splitmix64(np.full_like(keys, step & _MASK64)))
+        mixed = _splitmix64(keys ^ _splitmix64(steps))
     return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 

@@ -1,0 +1,274 @@
+"""`opd-engine`: run the diagnostic, validate configs, merge parts, print summaries, build the toy.
+
+Heavy imports (torch, transformers) happen inside the commands that need them, so `validate`,
+`info` and `--help` answer instantly. User mistakes exit with status 2 and one message per
+problem; nothing is started and nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    help="Per-token diagnostic of on-policy distillation: where each teacher helps or hurts.",
+)
+toy_app = typer.Typer(help="The offline toy world (tiny models trained here).")
+app.add_typer(toy_app, name="toy")
+err = Console(stderr=True)
+out = Console()
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = PACKAGE_ROOT / "sample_data"
+DEMO_CONFIG = SAMPLE_DATA / "demo.toml"
+DEMO_LIMIT = 3
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from engine.config import ConfigError
+    from engine.datasets import DatasetError
+    from engine.schema import SchemaError
+    from engine.store import RunDirError
+
+    errs: list[type[Exception]] = [UserError, ConfigError, DatasetError, RunDirError, SchemaError]
+    if "engine.models" in sys.modules:
+        from engine.models import ModelLoadError
+        from engine.prompts import TemplateError
+        from engine.verifiers import VerifierConfigError
+        from engine.vocab import VocabMismatchError
+
+        errs += [ModelLoadError, TemplateError, VerifierConfigError, VocabMismatchError]
+    return tuple(errs)
+
+
+def _fail(e: Exception) -> None:
+    from engine.config import ConfigError
+
+    if isinstance(e, ConfigError):
+        err.print(f"[red]error:[/red] the config has {len(e.problems)} problem(s):")
+        for p in e.problems:
+            err.print(f"  - {p}", markup=False, highlight=False)
+    else:
+        err.print("[red]error:[/red] ", end="")
+        err.print(str(e), markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config; default: the demo config "
+                                                  "on a few of its questions")] = None,
+    limit: Annotated[int, typer.Option(help="only the first N questions (0 = all)")] = 0,
+    fresh: Annotated[bool, typer.Option(help="discard an existing run in the output dir")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="override output_dir")] = None,
+) -> None:
+    """Compute the diagnostic for every question and write the run's DuckDB file.
+
+    [b]Examples[/b]
+
+      opd-engine run                          # demo config, 3 questions, into runs/demo-*
+      opd-engine run my.toml --limit 10       # first 10 questions
+      opd-engine run my.toml                  # again: resumes, skipping finished questions
+      opd-engine run my.toml --fresh          # start over
+    """
+    from engine.config import parse_config
+
+    demo = config is None
+    try:
+        if demo:
+            if not DEMO_CONFIG.exists():
+                raise UserError(f"no config given and the demo config {DEMO_CONFIG} is missing; "
+                                "build it with `opd-engine toy build` or pass a config")
+            config = DEMO_CONFIG
+            limit = limit or DEMO_LIMIT
+            if out_dir is None:
+                out_dir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        assert config is not None
+        cfg = parse_config(config)
+        if out_dir is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, output_dir=out_dir.resolve())
+        if cfg.nodes.kind == "adaptive":
+            raise UserError("node strategy 'adaptive' is not implemented yet; use entropy:N, "
+                            "stride:S or all")
+        _run(cfg, limit=limit, fresh=fresh)
+    except _user_errors() as e:
+        _fail(e)
+    if demo:
+        shown = DEMO_CONFIG.relative_to(Path.cwd()) if DEMO_CONFIG.is_relative_to(Path.cwd()) \
+            else DEMO_CONFIG
+        out.print(f"\nThis was the demo config on its first {limit} questions. The full demo "
+                  f"set: [b]opd-engine run {shown} --out runs/demo-full[/b]")
+
+
+def _run(cfg, *, limit: int, fresh: bool) -> None:  # noqa: ANN001 - RunConfig, imported lazily
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from engine import runner, store
+
+    questions = runner.load_run_questions(cfg, limit)
+    store.prepare_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
+    out.print(f"loading models for {len(questions)} questions -> {cfg.output_dir}")
+    t0 = time.perf_counter()
+    world = runner.load_world(cfg)
+    env = runner.environment(world)
+    store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, env))
+    done_before = store.finished_parts(cfg.output_dir)
+    skip = sum(1 for q in questions if done_before.get(q.id) == "ok")
+    if skip:
+        out.print(f"resuming: {skip} question(s) already done")
+    totals = {"cont": 0, "tok": 0}
+    t_start = time.perf_counter()
+    with Progress(
+        TextColumn("[b]questions"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=out, transient=False,
+    ) as progress:
+        task = progress.add_task("q", total=len(questions) - skip, rate="")
+
+        def on_done(st, i: int, n: int) -> None:  # noqa: ANN001
+            totals["cont"] += st.n_continuations
+            totals["tok"] += st.generated_tokens
+            el = max(time.perf_counter() - t_start, 1e-9)
+            rate = f"{totals['cont'] / el:,.0f} cont/s  {totals['tok'] / el:,.0f} tok/s"
+            if st.error:
+                progress.console.print(f"[red]✗ {st.question_id}[/red] failed: {st.error}",
+                                       highlight=False)
+            else:
+                progress.console.print(
+                    f"✓ {st.question_id}: {st.n_correct}/{st.n_rollouts} correct, "
+                    f"{st.n_nodes} nodes, {st.n_continuations:,} continuations, "
+                    f"{st.seconds:.1f}s", highlight=False)
+            progress.update(task, advance=1, rate=rate)
+
+        results = runner.run_questions(world, questions, cfg.output_dir, on_done)
+    world.close()
+    wall = time.perf_counter() - t0
+    db = store.merge(cfg.output_dir, extra_meta={"timings": runner.timings_json(results, wall)},
+                     draws=cfg.bootstrap_draws, seed=cfg.seed)
+    _print_info(db)
+    out.print(f"\nwrote {db}  ({wall:.1f}s)   explore it: [b]opd-tui {db}[/b]")
+
+
+def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
+    from engine import schema
+    from engine.report import print_summary
+
+    con = schema.open_run(path)
+    try:
+        schema.check_schema(con)
+        print_summary(con, out, signals=signals)
+    finally:
+        con.close()
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")]) -> None:
+    """Check a config without loading any model: every problem is listed, exit 2 if any.
+
+    [b]Example[/b]:  opd-engine validate my.toml
+    """
+    from engine.config import parse_config
+
+    try:
+        cfg = parse_config(config)
+        from engine.datasets import load_questions
+
+        qs = load_questions(Path(cfg.data.path), preset=cfg.data.preset, fields=cfg.data.fields,
+                            limit=cfg.data.limit)
+    except _user_errors() as e:
+        _fail(e)
+    teachers = ", ".join(f"{t.name} ({t.kind})" for t in cfg.all_teachers)
+    out.print(f"config OK: {len(qs)} questions, teachers {teachers}, signals "
+              f"{', '.join(cfg.signals.families)}, nodes {cfg.nodes.strategy}, "
+              f"N {cfg.continuations.n}, G {cfg.sampling.rollouts}, output {cfg.output_dir}")
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="run .duckdb file or run directory")],
+    signal: Annotated[list[str] | None, typer.Option(help="only these signals")] = None,
+) -> None:
+    """Print the summary of a run file (read-only, no models loaded).
+
+    [b]Example[/b]:  opd-engine info sample_data/demo.duckdb --signal rkl
+    """
+    try:
+        if not path.exists():
+            raise UserError(f"{path} does not exist; pass a run .duckdb file or run directory")
+        _print_info(path, tuple(signal) if signal else None)
+    except _user_errors() as e:
+        _fail(e)
+    except Exception as e:  # a file that is not a DuckDB database at all
+        if "duckdb" in type(e).__module__.lower() or isinstance(e, OSError):
+            _fail(UserError(f"{path} is not a readable run database: {e}"))
+        raise
+
+
+@app.command()
+def merge(run_dir: Annotated[Path, typer.Argument(help="run directory with parts/")]) -> None:
+    """Consolidate a run directory's parts into its run.duckdb (also after an interrupted run).
+
+    [b]Example[/b]:  opd-engine merge runs/demo
+    """
+    from engine import store
+
+    try:
+        meta = store.read_run_meta(run_dir)
+        if not meta:
+            raise UserError(f"{run_dir} is not a run directory (no run/meta.parquet)")
+        db = store.merge(run_dir, draws=int(meta.get("bootstrap_draws", 200)),
+                         seed=int(meta.get("seed", 0)))
+    except _user_errors() as e:
+        _fail(e)
+    out.print(f"wrote {db}")
+
+
+@toy_app.command("build")
+def toy_build(
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the world")] = SAMPLE_DATA,
+    mini: Annotated[bool, typer.Option(help="tiny, fast world for tests")] = False,
+    demo_db: Annotated[bool, typer.Option(help="also compute demo.duckdb")] = True,
+) -> None:
+    """Train the toy world's models, write its questions and config, and compute the demo DB.
+
+    [b]Example[/b]:  opd-engine toy build --out /tmp/world
+    """
+    from engine.toy.world import build_world
+
+    def make_demo(config_path: Path) -> None:
+        from engine.config import parse_config
+
+        cfg = parse_config(config_path)
+        _run(cfg, limit=0, fresh=True)
+        db = cfg.output_dir / "run.duckdb"
+        db.replace(out_dir / "demo.duckdb")
+
+    build_world(out_dir, mini=mini, make_demo_db=make_demo if demo_db else None)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Targeted continuations: S_hat of every candidate token at every probed node of a rollout.
+
+One prefix forward for the whole rollout; then all candidates x N continuations of all its
+nodes decode together (in chunks of `batch_size` rows), each keyed by (node, candidate token,
+continuation) so results do not depend on the batch plan beyond float noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.generation import Sampler, decode, prefix_cache
+from engine.models import LoadedModel
+from engine.nodes import CandidateSet
+from engine.rng import sequence_key
+
+
+@dataclass
+class CandidateOutcome:
+    s: int
+    n: int
+    s_half: int
+    n_half: int
+    text_success: str | None
+    text_failure: str | None
+
+
+@dataclass
+class ContinuationResult:
+    outcomes: dict[tuple[int, int], CandidateOutcome]  # (pos, token_id) -> outcome
+    n_continuations: int
+    generated_tokens: int
+
+
+def run_continuations(
+    lm: LoadedModel,
+    sampler: Sampler,
+    prompt_ids: list[int],
+    response: list[int],
+    nodes: Sequence[int],
+    cands: dict[int, CandidateSet],
+    *,
+    n_cont: int,
+    max_new_tokens: int,
+    eos: Sequence[int],
+    seed: int,
+    question_id: str,
+    rollout: int,
+    batch_size: int,
+    judge: Callable[[list[str]], list[bool | None]],
+) -> ContinuationResult:
+    """Sample N continuations per (node, candidate) and judge each completed response.
+
+    `judge` maps full response texts to verdicts (None = unverifiable, counted as failure and
+    never as success). A forced EOS, or a forced token that fills the response, is judged once:
+    its outcome is deterministic, recorded as s = N * R of n = N.
+    """
+    tok = lm.tokenizer
+    eos_set = set(eos)
+    n_half = n_cont // 2
+    rows: list[tuple[int, int, int]] = []  # (pos, token, j)
+    fixed: list[tuple[int, int]] = []  # deterministic (pos, token)
+    for t in nodes:
+        for a in cands[t].token_ids:
+            if a in eos_set or t + 1 >= max_new_tokens:
+                fixed.append((t, a))
+            else:
+                rows.extend((t, a, j) for j in range(n_cont))
+
+    conts: list[list[int]] = []
+    if rows:
+        layers = prefix_cache(lm, prompt_ids + response[:-1]) if len(response) > 1 else \
+            prefix_cache(lm, prompt_ids)
+        lp = len(prompt_ids)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            keys = np.array([sequence_key(seed, "branch", question_id, rollout, t, a, j)
+                             for t, a, j in chunk], dtype=np.uint64)
+            conts.extend(decode(
+                lm, sampler, layers,
+                prefix_lens=[lp + t for t, _, _ in chunk],
+                first_tokens=[a for _, a, _ in chunk],
+                keys=keys,
+                first_steps=[t + 1 for t, _, _ in chunk],
+                max_steps=[max_new_tokens - t - 1 for t, _, _ in chunk],
+                eos=eos,
+            ))
+
+    seqs = [response[:t] + [a] + c for (t, a, _), c in zip(rows, conts, strict=True)]
+    seqs += [response[:t] + [a] for t, a in fixed]
+    texts = tok.batch_decode(seqs, skip_special_tokens=True) if seqs else []
+    uniq = sorted(set(texts))
+    verdict_of = dict(zip(uniq, judge(uniq), strict=True)) if uniq else {}
+
+    outcomes: dict[tuple[int, int], CandidateOutcome] = {}
+    tails: dict[tuple[int, int], list[tuple[bool, list[int]]]] = {}
+    for (t, a, j), c, text in zip(rows, conts, texts, strict=False):
+        ok = verdict_of[text] is True
+        o = outcomes.setdefault((t, a), CandidateOutcome(0, 0, 0, 0, None, None))
+        o.s += ok
+        o.n += 1
+        if j < n_half:
+            o.s_half += ok
+            o.n_half += 1
+        tails.setdefault((t, a), []).append((ok, [a] + c))
+    for i, (t, a) in enumerate(fixed):
+        ok = verdict_of[texts[len(rows) + i]] is True
+        outcomes[(t, a)] = CandidateOutcome(n_cont * ok, n_cont, n_half * ok, n_half, None, None)
+        tails[(t, a)] = [(ok, [a])]
+    for key, items in tails.items():
+        succ = next((ids for ok, ids in items if ok), None)
+        fail = next((ids for ok, ids in items if not ok), None)
+        o = outcomes[key]
+        o.text_success = tok.decode(succ) if succ is not None else None
+        o.text_failure = tok.decode(fail) if fail is not None else None
+    generated = sum(len(c) for c in conts) + len(rows)
+    return ContinuationResult(outcomes, len(rows) + len(fixed), generated)

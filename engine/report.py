@@ -1,0 +1,102 @@
+"""Human summary of a run file: what `opd-engine info` and the end of `opd-engine run` print.
+
+Reads only the materialised summary tables (torch-free, instant on any file size).
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(mean: float | None, lo: float | None, hi: float | None, digits: int = 3) -> str:
+    if mean is None:
+        return "–"
+    if lo is None or hi is None:
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f},{hi:+.{digits}f}]"
+
+
+def _fmt_gain(mean: float | None, lo: float | None, hi: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:+.2e}" + (f" [{lo:+.1e},{hi:+.1e}]" if lo is not None and hi is not None
+                             else "")
+
+
+def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None,
+                  signals: tuple[str, ...] | None = None) -> None:
+    """Header facts, the headline alignment table, best teachers and the oracle gain."""
+    console = console or Console()
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    q = con.execute("""SELECT count(*), count(*) FILTER (WHERE status = 'failed'),
+                              sum(n_rollouts), sum(n_correct), sum(n_nodes), sum(n_continuations)
+                       FROM questions""").fetchone()
+    env = json.loads(meta.get("environment", "{}") or "{}")
+    console.print(f"[b]run[/b] schema v{meta.get('schema_version')} engine "
+                  f"{meta.get('engine_version')}  student {meta.get('student_model', '?')}  "
+                  f"device {env.get('device', '?')} {env.get('dtype', '')}")
+    acc = (q[3] or 0) / q[2] if q[2] else float("nan")
+    console.print(f"questions {q[0]} ({q[1]} failed)  rollouts {q[2] or 0}  accuracy {acc:.1%}  "
+                  f"probed nodes {q[4] or 0}  continuations {q[5] or 0}  "
+                  f"strategy {meta.get('node_strategy', '?')}  "
+                  f"N {meta.get('continuations_n', '?')}")
+    rows = con.execute("""
+        SELECT teacher, is_control, signal, correctness, metric, n, null_share, mean, lo, hi,
+               helps, hurts, neutral
+        FROM summary_alignment WHERE correctness IN ('correct', 'incorrect')
+        ORDER BY is_control, teacher, signal, correctness""").fetchall()
+    cell: dict[tuple, tuple] = {}
+    keys: list[tuple] = []
+    for t, ctrl, sig, corr, metric, n, null, mean, lo, hi, helps, hurts, neutral in rows:
+        if signals and sig not in signals:
+            continue
+        k = (ctrl, t, sig, corr)
+        if k not in cell:
+            keys.append(k)
+            cell[k] = {}
+        cell[k][metric] = (n, null, mean, lo, hi, helps, hurts, neutral)
+    table = Table(title="Alignment with the ideal direction (mean [90% question-bootstrap CI])",
+                  show_lines=False)
+    for col in ("teacher", "signal", "rollouts", "n", "NULL", "cos (plain)",
+                "beyond sharpening", "gain <g,d>", "advantage", "helps/hurts/neutral"):
+        table.add_column(col, no_wrap=True)
+    last_ctrl = None
+    for k in keys:
+        ctrl, t, sig, corr = k
+        c = cell[k]
+        if last_ctrl is False and ctrl:
+            table.add_section()
+        last_ctrl = ctrl
+        cos = c.get("cos", (0, None, None, None, None, None, None, None))
+        bey = c.get("beyond", (0, None, None, None, None, None, None, None))
+        gain = c.get("gain", (0, None, None, None, None, None, None, None))
+        adv = c.get("advantage", (0, None, None, None, None, None, None, None))
+        hhn = "–" if cos[5] is None else f"{cos[5]:.2f}/{cos[6]:.2f}/{cos[7]:.2f}"
+        name = f"{t} (control)" if ctrl else t
+        table.add_row(name, sig, corr, str(cos[0]), "–" if cos[1] is None else f"{cos[1]:.0%}",
+                      _fmt(*cos[2:5]), _fmt(*bey[2:5]), _fmt_gain(*gain[2:5]),
+                      _fmt_gain(*adv[2:5]), hhn)
+    console.print(table)
+    best = con.execute("""SELECT scope, key, best_teacher, best_mean, runner_up, margin, n
+                          FROM summary_best WHERE scope IN ('run', 'family')
+                          ORDER BY scope DESC, key""").fetchall()
+    if best:
+        bt = Table(title="Best configuration (mean beyond-sharpening rKL alignment)")
+        for col in ("scope", "key", "best", "mean", "runner-up", "margin", "n"):
+            bt.add_column(col)
+        for scope, key, b, m, ru, mg, n in best:
+            bt.add_row(scope, key or "–", b or "–", _fmt(m, None, None), ru or "–",
+                       _fmt(mg, None, None), str(n))
+        console.print(bt)
+    orc = con.execute("""SELECT unit, oracle_mean, best_single, best_single_mean, oracle_gain,
+                                lo, hi, n, switch_rate, n_pairs FROM summary_oracle""").fetchall()
+    for unit, om, bs, bsm, og, lo, hi, n, sw, pairs in orc:
+        console.print(
+            f"oracle ({unit}): per-node best {_fmt(om, None, None)} vs best single "
+            f"{bs} {_fmt(bsm, None, None)}: gain {_fmt(og, lo, hi)} over {n} nodes; "
+            f"confident best-teacher switches {sw if sw is None else f'{sw:.1%}'} of "
+            f"{pairs} node pairs")

@@ -1,0 +1,423 @@
+"""Orchestration: one question at a time from prompts to an immutable part file.
+
+The question is the unit of work and of failure. `process_question` is a pure function of the
+loaded world and the question (randomness is keyed, not global), so resuming, sharding or
+re-running one question reproduces its rows.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from engine import __version__, schema, store
+from engine.config import RunConfig, TeacherConfig
+from engine.continuations import run_continuations
+from engine.datasets import Question, load_questions
+from engine.generation import Sampler, sample_rollouts
+from engine.models import LoadedModel, eos_ids, load_model, resolve_device, resolve_dtype
+from engine.node_scores import score_nodes
+from engine.nodes import candidate_set, select_nodes
+from engine.prompts import render_prompt
+from engine.rng import sequence_key
+from engine.scoring import Scorer, Source, TeacherView
+from engine.tokens import TokenTexts
+from engine.verifiers import Verifier, make_verifier
+from engine.vocab import check_compatible
+
+
+@dataclass
+class World:
+    """Everything loaded once per run: models, verifier, sampler and teacher views."""
+
+    cfg: RunConfig
+    student: LoadedModel
+    externals: dict[str, LoadedModel]  # model path -> loaded model
+    verifier: Verifier
+    sampler: Sampler
+    eos: list[int]
+    texts: TokenTexts
+    teachers: tuple[TeacherConfig, ...]
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+def load_world(cfg: RunConfig) -> World:
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    student = load_model(cfg.student.model, device=device, dtype=dtype, name="student")
+    externals: dict[str, LoadedModel] = {}
+    for t in cfg.all_teachers:
+        if t.model and t.model not in externals:
+            lm = load_model(t.model, device=device, dtype=dtype, name=t.name)
+            check_compatible(student.tokenizer, lm.tokenizer, student_name="student",
+                             teacher_name=t.name)
+            externals[t.model] = lm
+    verifier = make_verifier(cfg.verifier.kind, callable_spec=cfg.verifier.callable,
+                             timeout_s=cfg.verifier.timeout_s,
+                             answer_after=cfg.verifier.answer_after)
+    s = cfg.sampling
+    return World(cfg, student, externals, verifier, Sampler(s.temperature, s.top_p, s.top_k),
+                 eos_ids(student), TokenTexts(student.tokenizer), cfg.all_teachers)
+
+
+@dataclass
+class QuestionStats:
+    question_id: str
+    n_rollouts: int = 0
+    n_correct: int = 0
+    n_nodes: int = 0
+    n_continuations: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class _Rows:
+    """Column buffers for one question, turned into Arrow tables at the end."""
+
+    cols: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    def add(self, table: str, **values: Any) -> None:
+        t = self.cols.setdefault(table, {})
+        for k, v in values.items():
+            t.setdefault(k, []).append(v)
+
+    def extend(self, table: str, **values: Any) -> None:
+        t = self.cols.setdefault(table, {})
+        for k, v in values.items():
+            t.setdefault(k, []).extend(v.tolist() if isinstance(v, np.ndarray) else v)
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {k: pa.table(v) for k, v in self.cols.items()}
+
+
+def _nan_to_none(x: np.ndarray) -> list[Any]:
+    return [None if (isinstance(v, float) and np.isnan(v)) else v for v in x.tolist()]
+
+
+def _prompt(world: World, t: TeacherConfig | None, q: Question) -> tuple[str, list[int]]:
+    st = world.cfg.student
+    lm = world.student if t is None or not t.model else world.externals[t.model]
+    template = st.prompt if t is None else t.prompt
+    return render_prompt(lm.tokenizer, template, q, chat_template=st.chat_template,
+                         system_prompt=st.system_prompt,
+                         chat_template_kwargs=st.chat_template_kwargs)
+
+
+def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], QuestionStats]:
+    """Everything for one question: rollouts, scoring, continuations, scores, as Arrow tables."""
+    cfg = world.cfg
+    t0 = time.perf_counter()
+    stats = QuestionStats(q.id)
+    rows = _Rows()
+    student_text, student_ids = _prompt(world, None, q)
+    teacher_prompts = {t.name: _prompt(world, t, q) for t in world.teachers}
+    for name, (text, ids) in teacher_prompts.items():
+        rows.add("teacher_prompts", question_id=q.id, teacher=name, prompt=text,
+                 n_prompt_tokens=len(ids))
+
+    # sources: (model, prompt) pairs whose hidden states are computed once per rollout
+    sources: list[Source] = [Source(world.student, student_ids)]
+    src_index: dict[tuple[str, str], int] = {("", student_text): 0}
+    views: list[TeacherView] = []
+    for t in world.teachers:
+        key = (t.model, teacher_prompts[t.name][0])
+        if key not in src_index:
+            lm = world.externals[t.model] if t.model else world.student
+            src_index[key] = len(sources)
+            sources.append(Source(lm, teacher_prompts[t.name][1]))
+        views.append(TeacherView(t, src_index[key], t.temperature))
+    names = [t.name for t in world.teachers]
+    controls = [t.is_control for t in world.teachers]
+
+    g = cfg.sampling.rollouts
+    keys = np.array([sequence_key(cfg.seed, "rollout", q.id, r) for r in range(g)],
+                    dtype=np.uint64)
+    responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
+                                cfg.sampling.max_new_tokens, world.eos)
+    tok = world.student.tokenizer
+    texts = tok.batch_decode(responses, skip_special_tokens=True)
+    verdicts = world.verifier.verify_many(texts, q)
+    stats.n_rollouts = g
+    stats.generated_tokens += sum(len(r) for r in responses)
+    budget = cfg.nodes.budget_tokens / g if cfg.nodes.budget_tokens else 0
+    eos = set(world.eos)
+
+    for r, (resp, verdict) in enumerate(zip(responses, verdicts, strict=True)):
+        correct = verdict.correct
+        stats.n_correct += correct is True
+        rows.add("rollouts", question_id=q.id, rollout=r, correct=correct,
+                 verdict={True: "correct", False: "incorrect", None: "unverifiable"}[correct],
+                 verifier_detail=verdict.detail, n_tokens=len(resp),
+                 finished=bool(resp) and resp[-1] in eos, prompt=student_text,
+                 completion=texts[r])
+        if not resp:
+            continue
+        scorer = Scorer(world.student, sources, views, cfg.sampling, cfg.signals,
+                        cfg.candidates, cfg.memory.score_chunk, resp)
+        sp = scorer.student_pass()
+        n = len(resp)
+        cands = [candidate_set(resp[t], sp.student_top[t].tolist(),
+                               {k: v[t].tolist() for k, v in sp.teacher_top.items()},
+                               cfg.candidates) for t in range(n)]
+        if cfg.candidates.plausibility > 0:
+            cands = _filter_plausible(scorer, resp, cands, cfg)
+        cost = np.array([len(c.token_ids) * cfg.continuations.n * (n - t)
+                         for t, c in enumerate(cands)], dtype=np.float64)
+        nodes = select_nodes(cfg.nodes, sp.entropy, cost, budget)
+        probed = np.zeros(n, dtype=bool)
+        probed[nodes] = True
+        tt = [world.texts.get(i) for i in resp]
+        rows.extend("tokens", question_id=[q.id] * n, rollout=[r] * n, pos=list(range(n)),
+                    token_id=resp, token_text=[a for a, _ in tt], token_bytes=[b for _, b in tt],
+                    is_special=[i in world.texts.special for i in resp],
+                    logp=sp.logp_sampled, entropy=sp.entropy, probed=probed)
+        if len(nodes) == 0:
+            continue
+        node_cands = {int(t): cands[t] for t in nodes}
+
+        def judge(completions: list[str]) -> list[bool | None]:
+            return [v.correct for v in world.verifier.verify_many(completions, q)]
+
+        cont = run_continuations(
+            world.student, world.sampler, student_ids, resp, [int(t) for t in nodes], node_cands,
+            n_cont=cfg.continuations.n, max_new_tokens=cfg.sampling.max_new_tokens,
+            eos=world.eos, seed=cfg.seed, question_id=q.id, rollout=r,
+            batch_size=cfg.continuations.batch_size, judge=judge)
+        stats.n_continuations += cont.n_continuations
+        stats.generated_tokens += cont.generated_tokens
+        stats.n_nodes += len(nodes)
+
+        ns = scorer.node_pass(nodes, [node_cands[int(t)].token_ids for t in nodes])
+        m, k = ns.cand_ids.shape
+        s = np.zeros((m, k))
+        nn = np.zeros((m, k))
+        sh = np.zeros((m, k))
+        nh = np.zeros((m, k))
+        for i, t in enumerate(nodes):
+            for j, a in enumerate(node_cands[int(t)].token_ids):
+                o = cont.outcomes[(int(t), a)]
+                s[i, j], nn[i, j], sh[i, j], nh[i, j] = o.s, o.n, o.s_half, o.n_half
+        sc = score_nodes(ns, s, nn, sh, nh, names, controls, cfg.signals.families,
+                         draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r)
+        _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names, controls,
+                        cfg.signals.families, world.texts)
+
+    stats.seconds = time.perf_counter() - t0
+    rows.add("questions", question_id=q.id, idx=q.idx, family=q.family, question=q.question,
+             solution=q.solution, final_answer=q.final_answer, status="ok", error=None,
+             n_rollouts=stats.n_rollouts, n_correct=stats.n_correct, n_nodes=stats.n_nodes,
+             n_continuations=stats.n_continuations, generated_tokens=stats.generated_tokens,
+             seconds=stats.seconds)
+    return rows.tables(), stats
+
+
+def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConfig) -> list:
+    """Re-derive candidate sets with p and q at the candidates known (plausibility filter)."""
+    ns = scorer.node_pass(np.arange(len(resp)), [c.token_ids for c in cands])
+    out = []
+    for t, c in enumerate(cands):
+        ids = c.token_ids
+        p = {a: float(ns.p_samp[t, j]) for j, a in enumerate(ids)}
+        q = {name: {a: float(v[t, j]) for j, a in enumerate(ids)} for name, v in ns.q.items()
+             if not any(view.cfg.name == name and view.cfg.is_control for view in scorer.views)}
+        srcs = dict(zip(ids, c.sources, strict=True))
+        kept = candidate_set(resp[t], [a for a in ids if "student" in srcs[a]],
+                             {name: [a for a in ids if name in srcs[a].split(",")] for name in q},
+                             cfg.candidates, p, q)
+        out.append(kept)
+    return out
+
+
+def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.ndarray,
+                    node_cands: dict, ns: Any, sc: Any, cont: Any, names: list[str],
+                    controls: list[bool], families: tuple[str, ...], texts: TokenTexts) -> None:
+    from engine import maths
+
+    m = len(nodes)
+    T, F = len(names), len(families)
+    pos = nodes.astype(int).tolist()
+    gh = (sc.g * ns.h_cand).sum(-1)
+    node_null = np.where((sc.g == 0).all(-1), "no_signal", None)
+    best = [names[i] if i >= 0 else None for i in sc.best_index]
+    sampled_idx = [node_cands[t].token_ids.index(resp[t]) for t in pos]
+    rows.extend("nodes", question_id=[qid] * m, rollout=[r] * m, pos=pos,
+                v_hat=_nan_to_none(sc.v_hat),
+                value_change=_nan_to_none(np.array([sc.s_hat[i, j] for i, j in
+                                                    enumerate(sampled_idx)]) - sc.v_hat),
+                m_s=ns.p_samp.sum(-1), n_candidates=ns.mask.sum(-1),
+                n_cont=[int(sc.n[i, ns.mask[i]].max()) for i in range(m)],
+                g_norm2=(sc.g**2).sum(-1), h_norm2=ns.h_norm2, gh=gh,
+                g_zero_share=sc.g_zero_share, null_reason=node_null.tolist(),
+                best_teacher=best, best_prob=_nan_to_none(sc.best_prob))
+    # candidates and candidate_teacher
+    for i, t in enumerate(pos):
+        cs = node_cands[t]
+        for j, a in enumerate(cs.token_ids):
+            o = cont.outcomes[(t, a)]
+            rows.add("candidates", question_id=qid, rollout=r, pos=t, cand=j, token_id=a,
+                     token_text=texts.get(a)[0], is_sampled=(a == resp[t]),
+                     sources=cs.sources[j], p=float(ns.p_samp[i, j]), s=o.s, n=o.n,
+                     s_half=o.s_half, n_half=o.n_half, s_hat=float(sc.s_hat[i, j]),
+                     s_lo=float(sc.s_lo[i, j]), s_hi=float(sc.s_hi[i, j]),
+                     g=float(sc.g[i, j]), h=float(ns.h_cand[i, j]),
+                     text_success=o.text_success, text_failure=o.text_failure)
+            for ti, name in enumerate(names):
+                d = {f"d_{f}": (float(ns.d_cand[(name, f)][i, j]) if f in families else None)
+                     for f in schema.SIGNALS}
+                rows.add("candidate_teacher", question_id=qid, rollout=r, pos=t, cand=j,
+                         teacher=name, q=float(ns.q[name][i, j]), **d)
+                del ti
+    # node_teacher
+    for ti, name in enumerate(names):
+        px = ns.proxies[name]
+        rows.extend("node_teacher", question_id=[qid] * m, rollout=[r] * m, pos=pos,
+                    teacher=[name] * m, m_c=ns.m_c[name], advantage=sc.advantage[ti],
+                    advantage_lo=_nan_to_none(sc.advantage_lo[ti]),
+                    advantage_hi=_nan_to_none(sc.advantage_hi[ti]),
+                    advantage_a=_nan_to_none(sc.halves["advantage_a"][ti]),
+                    advantage_b=_nan_to_none(sc.halves["advantage_b"][ti]),
+                    beyond_rkl_a=_nan_to_none(sc.halves["beyond_a"][ti]),
+                    beyond_rkl_b=_nan_to_none(sc.halves["beyond_b"][ti]),
+                    teacher_entropy=px["teacher_entropy"], kl_pq=px["kl_pq"], kl_qp=px["kl_qp"],
+                    js=px["js"], teachability=px["teachability"],
+                    sampled_rank=px["sampled_rank"].astype(np.int64),
+                    logq_sampled=px["logq_sampled"])
+    # scores
+    reasons = maths.reason_names(sc.point["reason"])  # (T, F, M)
+    for ti, name in enumerate(names):
+        for fi, f in enumerate(families):
+            pt = {k: sc.point[k][ti, fi] for k in ("gain", "cos", "cos_c", "beyond")}
+            lo = {k: sc.lo[k][ti, fi] for k in sc.lo}
+            hi = {k: sc.hi[k][ti, fi] for k in sc.hi}
+            lab = maths.label(lo["cos"], hi["cos"], sc.g_zero_share)
+            lab_b = maths.label(lo["beyond"], hi["beyond"], sc.g_zero_share)
+            rows.extend("scores", question_id=[qid] * m, rollout=[r] * m, pos=pos,
+                        teacher=[name] * m, signal=[f] * m,
+                        d_norm2=ns.d_norm2[(name, f)], hd=ns.hd[(name, f)],
+                        gain=pt["gain"], cos=_nan_to_none(pt["cos"]),
+                        cos_c=_nan_to_none(pt["cos_c"]), beyond=_nan_to_none(pt["beyond"]),
+                        cos_lo=_nan_to_none(lo["cos"]), cos_hi=_nan_to_none(hi["cos"]),
+                        beyond_lo=_nan_to_none(lo["beyond"]),
+                        beyond_hi=_nan_to_none(hi["beyond"]),
+                        gain_lo=_nan_to_none(lo["gain"]), gain_hi=_nan_to_none(hi["gain"]),
+                        label=list(lab), label_beyond=list(np.where(np.isnan(pt["beyond"]),
+                                                                   None, lab_b)),
+                        null_reason=list(reasons[ti, fi]), param_cos=[None] * m)
+    del T, F, controls
+
+
+def failed_question_tables(q: Question, error: str, seconds: float) -> dict[str, pa.Table]:
+    return {"questions": pa.table({
+        "question_id": [q.id], "idx": [q.idx], "family": [q.family], "question": [q.question],
+        "solution": [q.solution], "final_answer": [q.final_answer], "status": ["failed"],
+        "error": [error], "n_rollouts": [0], "n_correct": [0], "n_nodes": [0],
+        "n_continuations": [0], "generated_tokens": [0], "seconds": [seconds]})}
+
+
+def environment(world: World) -> dict[str, Any]:
+    import duckdb
+    import transformers
+
+    dev = world.student.device
+    return {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "duckdb": duckdb.__version__, "numpy": np.__version__,
+        "device": str(dev),
+        "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                        else platform.processor() or "cpu"),
+        "dtype": str(next(world.student.model.parameters()).dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
+    teachers = cfg.all_teachers
+    sig_loss = {"rkl": "KL(p || q)", "fkl": "KL(q || p)",
+                "jsd": "beta KL(q || M) + (1 - beta) KL(p || M)",
+                "sampled": "-(log q_y - log p_y) log p_y, ratio held constant"}
+    return {
+        "meta": store.meta_table({
+            "schema_version": str(schema.SCHEMA_VERSION), "engine_version": __version__,
+            "config_toml": cfg.raw_toml, "config_hash": cfg.fingerprint(),
+            "config_path": str(cfg.source), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": env, "student_model": cfg.student.model,
+            "node_strategy": cfg.nodes.strategy, "continuations_n": str(cfg.continuations.n),
+            "rollouts_g": str(cfg.sampling.rollouts), "seed": str(cfg.seed),
+            "bootstrap_draws": str(cfg.bootstrap_draws),
+            "teacher_logits_temperature": "per teacher (teachers.temperature)",
+        }),
+        "teachers": pa.table({
+            "teacher": [t.name for t in teachers], "kind": [t.kind for t in teachers],
+            "is_control": [t.is_control for t in teachers],
+            "model": [t.model or cfg.student.model for t in teachers],
+            "template": [t.prompt for t in teachers],
+            "temperature": [t.temperature for t in teachers],
+            "description": [t.description or f"{t.kind} teacher" for t in teachers],
+            "ordinal": list(range(len(teachers))),
+        }),
+        "signals": pa.table({
+            "signal": list(cfg.signals.families),
+            "loss": [sig_loss[f] for f in cfg.signals.families],
+            "beta": [cfg.signals.jsd_beta if f == "jsd" else None for f in cfg.signals.families],
+            "exact_split": [f == "rkl" for f in cfg.signals.families],
+        }),
+    }
+
+
+ProgressFn = Callable[[QuestionStats, int, int], None]
+
+
+def load_run_questions(cfg: RunConfig, limit: int = 0) -> list[Question]:
+    qs = load_questions(Path(cfg.data.path), preset=cfg.data.preset, fields=cfg.data.fields,
+                        limit=cfg.data.limit)
+    return qs[:limit] if limit else qs
+
+
+def run_questions(world: World, questions: list[Question], run_dir: Path,
+                  on_done: ProgressFn | None = None) -> list[QuestionStats]:
+    """Process every question not already finished; a failure is recorded and the run goes on."""
+    done = store.finished_parts(run_dir)
+    todo = [q for q in questions if done.get(q.id) != "ok"]
+    results = []
+    for i, q in enumerate(todo):
+        t0 = time.perf_counter()
+        try:
+            tables, st = process_question(world, q)
+        except (torch.cuda.OutOfMemoryError, RuntimeError, ValueError, KeyError, IndexError,
+                OSError) as e:
+            if isinstance(e, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            err = f"{type(e).__name__}: {e}"
+            tables = failed_question_tables(q, err + "\n" + traceback.format_exc(limit=6),
+                                            time.perf_counter() - t0)
+            st = QuestionStats(q.id, seconds=time.perf_counter() - t0, error=err)
+        store.write_part(run_dir, q.idx, q.id, tables)
+        results.append(st)
+        if on_done:
+            on_done(st, i + 1, len(todo))
+    return results
+
+
+def timings_json(results: list[QuestionStats], wall: float) -> str:
+    return json.dumps({
+        "wall_seconds": round(wall, 3),
+        "questions": len(results),
+        "continuations": sum(r.n_continuations for r in results),
+        "generated_tokens": sum(r.generated_tokens for r in results),
+        "question_seconds": round(sum(r.seconds for r in results), 3),
+    })
