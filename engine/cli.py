@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 toy_app = typer.Typer(help="The offline toy world (tiny models trained here).")
 app.add_typer(toy_app, name="toy")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
