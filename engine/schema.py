@@ -422,7 +422,8 @@ def open_run(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     for t in RUN_TABLES:
         f = run_tables / f"{t.name}.parquet"
         if f.exists():
-            con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet(?)", [str(f)])
+            quoted = "'" + str(f).replace("'", "''") + "'"  # views cannot take parameters
+            con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet({quoted})")
         else:
             con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
     for t in QUESTION_TABLES:
