@@ -71,7 +71,7 @@ RUN_TABLES: tuple[Table, ...] = (
         ("kind", "VARCHAR", "external | self | control"),
         ("is_control", "BOOLEAN", "controls are excluded from candidate sets and best-teacher"),
         ("model", "VARCHAR", "model path or hub id that produces q"),
-        ("template", "VARCHAR", "prompt template over question fields ({question}, {solution}, ...)"),
+        ("template", "VARCHAR", "prompt template over question fields ({question}, ...)"),
         ("temperature", "DOUBLE", "temperature at which the teacher's logits are read"),
         ("description", "VARCHAR", "what this configuration is, in words"),
         ("ordinal", "SMALLINT", "order of the configuration in the config (controls last)"),
@@ -121,7 +121,8 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("token_id", "INTEGER", "vocabulary id of the sampled token y_pos"),
         ("token_text", "VARCHAR", "decoded text of the token alone (may hold U+FFFD for partial "
          "UTF-8)"),
-        ("token_bytes", "BLOB", "exact bytes of the token (byte-level tokens can be partial UTF-8)"),
+        ("token_bytes", "BLOB", "exact bytes of the token (byte-level tokens can be partial "
+         "UTF-8)"),
         ("is_special", "BOOLEAN", "token is a special token (EOS, ...)"),
         ("logp", "DOUBLE", "student log p_samp(y_pos | u_pos), nats"),
         ("entropy", "DOUBLE", "student entropy H(p_train) at the node, nats"),
@@ -151,7 +152,8 @@ QUESTION_TABLES: tuple[Table, ...] = (
          "equal S), else NULL"),
         ("best_teacher", "VARCHAR", "non-control teacher with the highest beyond-sharpening rKL "
          "alignment (NULL when undefined)"),
-        ("best_prob", "DOUBLE", "share of paired draws in which best_teacher is ahead of all others"),
+        ("best_prob", "DOUBLE", "share of paired draws in which best_teacher is ahead of all "
+         "others"),
     ),
     _t(
         "candidates", "One row per candidate token of a probed node.",
@@ -332,7 +334,8 @@ VIEWS: dict[str, str] = {
         SELECT q.question_id, q.idx, q.family, q.status, q.n_rollouts, q.n_correct,
                q.n_correct / nullif(q.n_rollouts, 0) AS accuracy, q.n_nodes,
                b.best_teacher, b.margin AS best_margin
-        FROM questions q LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id""",
+        FROM questions q
+        LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id""",
     "best_switches": """
         SELECT question_id, rollout, pos, best_teacher, best_prob,
                lag(best_teacher) OVER w AS prev_teacher, lag(best_prob) OVER w AS prev_prob,
@@ -425,7 +428,7 @@ def open_run(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
             quoted = "'" + str(f).replace("'", "''") + "'"  # views cannot take parameters
             con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet({quoted})")
         else:
-            con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            con.execute(t.ddl())  # in-memory catalog: visible to cursor()s
     for t in QUESTION_TABLES:
         files = sorted(glob.glob(part_glob(p, t.name)))
         if files:
@@ -435,9 +438,9 @@ def open_run(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
                 "union_by_name = true)"
             )
         else:
-            con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            con.execute(t.ddl())  # in-memory catalog: visible to cursor()s
     for t in SUMMARY_TABLES:  # not materialised until merge: empty
-        con.execute(t.ddl().replace("CREATE TABLE", "CREATE TEMP TABLE"))
+        con.execute(t.ddl())  # in-memory catalog: visible to cursor()s
     create_views(con)
     return con
 
