@@ -22,7 +22,9 @@ _VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍", "\x1b": "␛", "\
 _INVISIBLE_FORMAT = {"Cf", "Zl", "Zp"}  # bidi overrides, zero-width, line/paragraph separators
 
 
-def _visible_char(ch: str) -> str:
+def _visible_char(ch: str, keep_spaces: bool = False) -> str:
+    if keep_spaces and ch == " ":
+        return ch
     if ch in _VISIBLE:
         return _VISIBLE[ch]
     code = ord(ch)
@@ -68,7 +70,9 @@ def safe_text(text: str | None, max_chars: int = 4000) -> str:
         return "∅"
     if len(text) > max_chars:
         text = text[:max_chars] + f"… [{len(text) - max_chars} more chars]"
-    return "\n".join("".join(_visible_char(c) for c in line) for line in text.split("\n"))
+    return "\n".join(
+        "".join(_visible_char(c, keep_spaces=True) for c in line) for line in text.split("\n")
+    )
 
 
 def truncate_cells(text: str, max_cells: int) -> str:

@@ -1,0 +1,310 @@
+"""Pilot tests: drive each screen with keys and assert on state (tiny hand-checkable run)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import tui_tiny_db
+from rich.console import Console
+from textual.pilot import Pilot
+
+from opd_tui import actions
+from opd_tui.app import OpdApp, make_app
+from opd_tui.cli import main, resolve_path
+from opd_tui.queries import LAYERS, Run
+from opd_tui.screens.modals import TextModal
+from opd_tui.screens.overview import OverviewScreen
+from opd_tui.screens.questions import QuestionsScreen
+from opd_tui.screens.rollout import RolloutScreen
+from opd_tui.widgets.token_view import TokenView
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tui_tiny_db.build(tmp_path_factory.mktemp("tui") / "tiny.duckdb")
+
+
+async def settle(pilot: Pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def press(pilot: Pilot, *keys: str) -> None:
+    for key in keys:
+        await pilot.press(key)
+        await settle(pilot)
+
+
+def expected_significant(qi: int, rollout: int, teacher_index: int) -> list[int]:
+    """Independent recomputation of the helps/hurts markers from the generator's formula."""
+    out = []
+    for pos in range(0, tui_tiny_db.N_TOKENS, 2):
+        cos = tui_tiny_db.cos_value(qi, rollout, pos, teacher_index)
+        if abs(cos) > 0.5:
+            out.append(pos)
+    return out
+
+
+async def open_rollout(pilot: Pilot) -> RolloutScreen:
+    await settle(pilot)
+    await press(pilot, "enter", "enter")
+    screen = pilot.app.screen
+    assert isinstance(screen, RolloutScreen)
+    return screen
+
+
+async def test_drill_down_and_step_through_tokens(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, QuestionsScreen) and app.screen.frame.height == 3
+        await press(pilot, "enter")
+        screen = app.screen
+        assert isinstance(screen, RolloutScreen)
+        view = screen.query_one(TokenView)
+        assert (screen.question_id, screen.rollout, view.cursor) == ("q0", 0, 0)
+        await press(pilot, "l", "l")
+        assert view.cursor == 2 and screen.detail is not None and screen.detail.pos == 2
+        assert screen.detail.candidates.height == 2
+        await press(pilot, "h")
+        assert view.cursor == 1
+        significant = expected_significant(0, 0, 0)
+        assert screen.significant_indices() == significant
+        await press(pilot, "n")
+        assert view.cursor == significant[0]
+        await press(pilot, "n")
+        assert view.cursor == significant[1]
+        await press(pilot, "N")
+        assert view.cursor == significant[0]
+        await press(pilot, "G")
+        assert view.cursor == tui_tiny_db.N_TOKENS - 1
+        await press(pilot, "g")
+        assert view.cursor == 0
+        await press(pilot, "j")
+        assert view.line_of(view.cursor) == 1
+        await press(pilot, "k")
+        assert view.line_of(view.cursor) == 0
+        await press(pilot, "right_square_bracket")
+        assert (screen.question_id, screen.rollout) == ("q0", 1)
+        await press(pilot, "right_square_bracket")
+        assert (screen.question_id, screen.rollout) == ("q1", 0)
+        await press(pilot, "left_square_bracket")
+        assert (screen.question_id, screen.rollout) == ("q0", 1)
+        await press(pilot, "q")
+        assert isinstance(app.screen, QuestionsScreen)
+        await press(pilot, "escape")
+        assert isinstance(app.screen, OverviewScreen)
+
+
+async def test_teacher_and_signal_change_the_markers(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        await press(pilot, "2")
+        assert app.teacher == "weak"
+        assert screen.significant_indices() == expected_significant(0, 0, 1)
+        await press(pilot, "t")
+        assert app.teacher == "ctrl_sharpened"
+        assert screen.significant_indices() == expected_significant(0, 0, 2)
+        await press(pilot, "s")  # fkl scores are halved in the tiny run: nothing significant
+        assert app.signal == "fkl" and screen.significant_indices() == []
+        view = screen.query_one(TokenView)
+        await press(pilot, "n")
+        assert view.cursor == 0
+
+
+async def test_layers_cycle_and_marker_survives_every_layer(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        seen = [screen.layer.id]
+        for _ in LAYERS:
+            await press(pilot, "c")
+            seen.append(screen.layer.id)
+            assert screen.significant_indices() == expected_significant(0, 0, 0) or \
+                screen.layer.id == "beyond"
+        assert seen[0] == seen[-1] and set(seen) == {layer.id for layer in LAYERS}
+        await press(pilot, "C")
+        assert screen.layer.id == LAYERS[-1].id
+
+
+async def test_search_token_text(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        await press(pilot, "slash")
+        for ch in "t10":
+            await pilot.press(ch)
+        await press(pilot, "enter")
+        assert screen.query_one(TokenView).cursor == 10
+        await press(pilot, "escape")  # closes the search box, stays on the rollout
+        assert app.screen is screen
+
+
+async def test_help_palette_and_footer_come_from_the_registry(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        titles = [c.title for c in app.get_system_commands(screen)]
+        expected = [a for a in actions.for_scope("rollout") if a.id != "app.palette"]
+        assert len(titles) == len(expected)
+        for a, title in zip(expected, titles, strict=True):
+            assert title.startswith(a.description) and a.key_label in title
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, TextModal)
+        console = Console(width=200, record=True, file=io.StringIO())
+        console.print(app.screen.body)
+        body = console.export_text()
+        for a in actions.for_scope("rollout"):
+            assert a.id in body
+        await press(pilot, "escape")
+        assert app.screen is screen
+        footer_ids = {b.id for _, b, *_ in screen.active_bindings.values()}
+        assert {"rollout.next_significant", "app.help"} <= footer_ids
+
+
+def test_every_binding_has_one_registered_id() -> None:
+    ids = [a.id for a in actions.ACTIONS]
+    assert len(ids) == len(set(ids))
+    for cls in (OpdApp, OverviewScreen, QuestionsScreen, RolloutScreen, TextModal):
+        for binding in cls.BINDINGS:
+            base = binding.id.rsplit(".", 1)[0] if binding.id.count(".") > 1 else binding.id
+            assert actions.by_id(base).description == binding.description
+    with pytest.raises(ValueError, match="already registered"):
+        actions.register(actions.Action("app.help", "x", "dup", "app"))
+
+
+async def test_show_and_copy_the_sql(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_rollout(pilot)
+        await press(pilot, "v")
+        assert isinstance(app.screen, TextModal)
+        sql = app.screen.copy_text
+        assert "FROM tokens WHERE question_id = 'q0' AND rollout = 0" in sql
+        await press(pilot, "y")
+        assert app.clipboard == sql
+        rows = duckdb.connect(str(db), read_only=True).sql(sql.split(";")[0]).fetchall()
+        assert len(rows) == tui_tiny_db.N_TOKENS
+
+
+async def test_questions_filter_errors_inline_and_sort(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "enter")
+        screen = app.screen
+        assert isinstance(screen, QuestionsScreen)
+        await press(pilot, "f")
+        for ch in "nope > 1":
+            await pilot.press(ch)
+        await press(pilot, "enter")
+        assert "nope" in str(screen.query_one("#filter-error").render())
+        assert screen.frame.height == 3 and isinstance(app.screen, QuestionsScreen)
+        await press(pilot, "f", *["backspace"] * 8)
+        for ch in "accuracy > 0":
+            await pilot.press(ch)
+        await press(pilot, "enter")
+        assert screen.frame["question_id"].to_list() == ["q1", "q2"]
+        table = screen.query_one("DataTable")
+        table.move_cursor(column=screen.frame.columns.index("question_id"))
+        await press(pilot, "o")
+        assert (screen.order_by, screen.descending) == ("question_id", False)
+        await press(pilot, "o")
+        assert screen.frame["question_id"].to_list() == ["q2", "q1"]
+
+
+async def test_small_terminal_and_resize(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_rollout(pilot)
+        split = screen.query_one("#split")
+        assert split.has_class("narrow")
+        await pilot.resize_terminal(160, 40)
+        await settle(pilot)
+        assert not split.has_class("narrow")
+        view = screen.query_one(TokenView)
+        await press(pilot, "G")
+        assert view.cursor == tui_tiny_db.N_TOKENS - 1
+
+
+def _live_dir(db: Path, root: Path, questions: list[str]) -> Path:
+    """A run directory still being written: run tables and one part per question."""
+    con = duckdb.connect(str(db), read_only=True)
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    for table in ("meta", "teachers", "signals"):
+        con.execute(f"COPY {table} TO '{root}/run/{table}.parquet'")
+    for q in questions:
+        part = root / "parts" / q
+        part.mkdir(parents=True, exist_ok=True)
+        for table in ("questions", "rollouts", "tokens", "teacher_prompts", "nodes",
+                      "candidates", "candidate_teacher", "node_teacher", "scores"):
+            con.execute(f"COPY (SELECT * FROM {table} WHERE question_id = '{q}') "
+                        f"TO '{part}/{table}.parquet'")
+    con.close()
+    return root
+
+
+async def test_live_run_directory_and_refresh(db: Path, tmp_path: Path) -> None:
+    run_dir = _live_dir(db, tmp_path / "live", ["q0"])
+    app = make_app(run_dir)
+    assert app.db.live
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.info.counts["questions"] == 1
+        _live_dir(db, run_dir, ["q1"])
+        await press(pilot, "r")
+        assert app.info.counts["questions"] == 2
+        await press(pilot, "enter")
+        assert app.screen.frame.height == 2
+
+
+def test_cli_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope.duckdb")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    monkeypatch.setattr("opd_tui.cli.DEMO", tmp_path / "demo.duckdb")
+    with pytest.raises(SystemExit, match="opd-engine toy build"):
+        resolve_path(None)
+
+
+def test_run_is_read_only(db: Path) -> None:
+    run = Run(db)
+    with pytest.raises(duckdb.Error):
+        run.cursor().execute("DELETE FROM tokens")
+    run.close()
+
+
+def test_app_never_imports_torch(db: Path) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from opd_tui.app import make_app\n"
+        "import opd_tui.cli\n"
+        "async def go():\n"
+        f"    app = make_app({str(db)!r})\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        await pilot.pause(); await app.workers.wait_for_complete()\n"
+        "        for k in ('enter', 'enter', 'l', 'c', 'question_mark'):\n"
+        "            await pilot.press(k); await pilot.pause()\n"
+        "        await app.workers.wait_for_complete()\n"
+        "asyncio.run(go())\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'engine.'))\n"
+        "       and m != 'engine.schema']\n"
+        "print('BAD', bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
