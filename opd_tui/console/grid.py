@@ -1,0 +1,220 @@
+"""Results grid over a `RowWindow`: renders only the visible lines (Textual's line API).
+
+Row data lives in the window's bounded page cache; the grid asks for a fetch (a message the screen
+turns into a worker) when it needs rows that are not resident, and draws `…` until they arrive.
+Cell text comes from the model or the user's SQL: it is made single-line and control-free here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from opd_tui.render import safe_text, truncate_cells
+from opd_tui.sql.stream import RowWindow
+
+MAX_COL_CELLS = 40
+TOKEN_KEY = ("question_id", "rollout", "pos")
+
+
+def format_cell(value: object) -> str:
+    """One-line display text of a value: ∅ for NULL, short floats, visible control characters."""
+    if value is None:
+        return "∅"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, int | decimal.Decimal | datetime.date | datetime.datetime):
+        return str(value)
+    if isinstance(value, bytes):
+        return value[:64].hex(" ") + (" …" if len(value) > 64 else "")
+    return safe_text(str(value), max_chars=400).replace("\n", "⏎")
+
+
+class ResultsGrid(ScrollView, can_focus=True):
+    """A scrollable table of the current result; line 0 is the sticky header."""
+
+    DEFAULT_CSS = """
+    ResultsGrid { height: 1fr; border: round $panel; }
+    ResultsGrid:focus { border: round $accent; }
+    """
+
+    class NeedRows(Message):
+        """Rows start..stop are not resident: the screen should fetch them in a worker."""
+
+        def __init__(self, start: int, stop: int) -> None:
+            super().__init__()
+            self.start, self.stop = start, stop
+
+    class RowChosen(Message):
+        """Enter on a row; `key` is (question_id, rollout, pos) when the row identifies a token."""
+
+        def __init__(self, row: int, key: tuple[str, int, int] | None) -> None:
+            super().__init__()
+            self.row, self.key = row, key
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.window: RowWindow | None = None
+        self.widths: list[int] = []
+        self.cursor_row = 0
+        self.cursor_col = 0
+        self._requested: tuple[int, int] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def show(self, window: RowWindow | None) -> None:
+        """Display a new result (None clears the grid)."""
+        self.window = window
+        self.cursor_row = self.cursor_col = 0
+        self._requested = None
+        self.widths = self._measure() if window is not None else []
+        self.scroll_to(0, 0, animate=False)
+        self.refresh_size()
+
+    def refresh_size(self) -> None:
+        """Rows arrived (or the result changed): update the scrollable area and redraw."""
+        rows = self.window.known_rows if self.window is not None else 0
+        self.virtual_size = Size(sum(w + 1 for w in self.widths) + 1, rows + 1)
+        self._requested = None
+        self.refresh()
+
+    def _measure(self) -> list[int]:
+        assert self.window is not None
+        names = self.window.column_names
+        widths = [min(len(n), MAX_COL_CELLS) for n in names]
+        for row in self.window.rows(0, 200):
+            if row is None:
+                continue
+            for i, v in enumerate(row):
+                widths[i] = min(max(widths[i], len(format_cell(v))), MAX_COL_CELLS)
+        return [max(w, 1) for w in widths]
+
+    @property
+    def row_count(self) -> int:
+        return self.window.known_rows if self.window is not None else 0
+
+    def cell(self, row: int, col: int) -> object:
+        if self.window is None:
+            return None
+        got = self.window.rows(row, row + 1)
+        return got[0][col] if got and got[0] is not None else None
+
+    def row_values(self, row: int) -> tuple[object, ...] | None:
+        if self.window is None:
+            return None
+        got = self.window.rows(row, row + 1)
+        return got[0] if got else None
+
+    def token_key(self, row: int) -> tuple[str, int, int] | None:
+        """The (question_id, rollout, pos) of a row, when the result has those columns."""
+        if self.window is None:
+            return None
+        names = self.window.column_names
+        if not all(k in names for k in TOKEN_KEY):
+            return None
+        values = self.row_values(row)
+        if values is None:
+            return None
+        q, r, p = (values[names.index(k)] for k in TOKEN_KEY)
+        if q is None or r is None or p is None:
+            return None
+        return str(q), int(r), int(p)
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        scroll_x, scroll_y = self.scroll_offset
+        if self.window is None:
+            return Strip.blank(width)
+        if y == 0:
+            segments = self._segments(self.window.column_names, Style(bold=True, underline=True))
+            return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
+        row = scroll_y + y - 1
+        if row >= self.row_count:
+            return Strip.blank(width)
+        values = self.window.rows(row, row + 1)
+        if not values or values[0] is None:
+            self._request(row)
+            texts = ["…"] * len(self.widths)
+        else:
+            texts = [format_cell(v) for v in values[0]]
+        selected = row == self.cursor_row
+        style = Style(reverse=True) if selected and self.has_focus else Style()
+        segments = self._segments(texts, style, cursor=self.cursor_col if selected else None)
+        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
+
+    def _segments(self, texts: list[str], style: Style, cursor: int | None = None) -> list[Segment]:
+        out: list[Segment] = []
+        for i, (text, w) in enumerate(zip(texts, self.widths, strict=False)):
+            cell = truncate_cells(text, w).ljust(w)
+            cell_style = style + Style(bold=True, underline=True) if i == cursor else style
+            out.append(Segment(cell, cell_style))
+            out.append(Segment("│" if i < len(self.widths) - 1 else " ", Style(dim=True)))
+        return out
+
+    def _request(self, row: int) -> None:
+        height = self.scrollable_content_region.height
+        start = max(0, self.scroll_offset.y - height)
+        stop = self.scroll_offset.y + 2 * height
+        if self._requested is None or not (self._requested[0] <= row < self._requested[1]):
+            self._requested = (start, stop)
+            self.post_message(self.NeedRows(start, stop))
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        # ask for rows ahead of the viewport before they are needed: smooth scrolling at the end
+        if self.window is not None and not self.window.stream.exhausted:
+            end = int(new) + 2 * self.scrollable_content_region.height
+            if end >= self.row_count:
+                self.post_message(self.NeedRows(int(new), end + 2048))
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def move_cursor(self, rows: int = 0, cols: int = 0) -> None:
+        if self.window is None or not self.row_count:
+            return
+        self.cursor_row = max(0, min(self.row_count - 1, self.cursor_row + rows))
+        self.cursor_col = max(0, min(len(self.widths) - 1, self.cursor_col + cols))
+        height = self.scrollable_content_region.height - 1
+        if self.cursor_row < self.scroll_offset.y:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= self.scroll_offset.y + height:
+            self.scroll_to(y=self.cursor_row - height + 1, animate=False)
+        x0 = sum(w + 1 for w in self.widths[: self.cursor_col])
+        x1 = x0 + self.widths[self.cursor_col] + 1
+        width = self.scrollable_content_region.width
+        if x0 < self.scroll_offset.x:
+            self.scroll_to(x=x0, animate=False)
+        elif x1 > self.scroll_offset.x + width:
+            self.scroll_to(x=x1 - width, animate=False)
+        if self.cursor_row >= self.row_count - height and not self.window.stream.exhausted:
+            self.post_message(self.NeedRows(self.cursor_row, self.cursor_row + 4096))
+        self.refresh()
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        """Grid navigation is local to the widget (not app actions): arrows, hjkl, paging."""
+        page = max(1, self.scrollable_content_region.height - 2)
+        moves = {
+            "up": (-1, 0), "k": (-1, 0), "down": (1, 0), "j": (1, 0),
+            "left": (0, -1), "h": (0, -1), "right": (0, 1), "l": (0, 1),
+            "pageup": (-page, 0), "pagedown": (page, 0),
+            "home": (-(10**12), 0), "g": (-(10**12), 0),
+            "end": (10**12, 0), "G": (10**12, 0),
+        }
+        if event.key in moves:
+            event.stop()
+            self.move_cursor(*moves[event.key])
+        elif event.key == "enter":
+            event.stop()
+            self.post_message(self.RowChosen(self.cursor_row, self.token_key(self.cursor_row)))
