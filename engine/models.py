@@ -7,8 +7,11 @@ apply the output layer to chunks of positions on demand, slicing away padded log
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedModel:
     """A causal LM with its tokenizer, plus the true vocabulary size (padding excluded)."""
 
@@ -44,6 +47,7 @@ class LoadedModel:
     tokenizer: Any
     vocab_size: int
     device: torch.device
+    _head: Any = field(default=None, repr=False)
 
     @torch.no_grad()
     def hidden_states(self, input_ids: list[int]) -> Tensor:
@@ -53,11 +57,58 @@ class LoadedModel:
         out = decoder(input_ids=ids, use_cache=False)
         return out.last_hidden_state[0]
 
+    @property
+    def head(self) -> Any:
+        """The output layer on the device, even while the rest of the model waits on the CPU."""
+        if self._head is not None:
+            return self._head
+        return self.model.get_output_embeddings()
+
     @torch.no_grad()
     def logits(self, hidden: Tensor) -> Tensor:
         """Output layer on a chunk of hidden states, float32, sliced to the true vocabulary."""
-        z = self.model.get_output_embeddings()(hidden).float()
+        z = self.head(hidden.to(self.device)).float()
         return z[..., : self.vocab_size]
+
+    @property
+    def on_device(self) -> bool:
+        return next(self.model.parameters()).device == self.device
+
+    def offload(self) -> None:
+        """Move the model to the CPU, keeping a copy of its output layer on the device."""
+        if self._head is None:
+            self._head = copy.deepcopy(self.model.get_output_embeddings()).to(self.device)
+        if self.device.type != "cpu":
+            self.model.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def restore(self) -> None:
+        self.model.to(self.device)
+
+
+class ResidencyPool:
+    """At most `limit` full models on the device at once (0 = no limit); least recently used
+    models are offloaded. Output layers always stay, so scoring never waits on a swap."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.order: list[LoadedModel] = []
+        self.swaps = 0
+
+    @contextmanager
+    def use(self, lm: LoadedModel) -> Iterator[LoadedModel]:
+        if self.limit > 0:
+            if lm in self.order:
+                self.order.remove(lm)
+            else:
+                while len(self.order) >= self.limit:
+                    self.order.pop(0).offload()
+                    self.swaps += 1
+                if lm._head is not None or not lm.on_device:
+                    lm.restore()
+            self.order.append(lm)
+        yield lm
 
 
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}

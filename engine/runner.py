@@ -25,12 +25,19 @@ from engine.config import RunConfig, TeacherConfig
 from engine.continuations import run_continuations
 from engine.datasets import Question, load_questions
 from engine.generation import Sampler, sample_rollouts
-from engine.models import LoadedModel, eos_ids, load_model, resolve_device, resolve_dtype
+from engine.models import (
+    LoadedModel,
+    ResidencyPool,
+    eos_ids,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 from engine.node_scores import score_nodes
 from engine.nodes import candidate_set, select_nodes
 from engine.prompts import render_prompt
 from engine.rng import sequence_key
-from engine.scoring import Scorer, Source, TeacherView
+from engine.scoring import Scorer, Source, TeacherView, response_hidden
 from engine.tokens import TokenTexts
 from engine.verifiers import Verifier, make_verifier
 from engine.vocab import check_compatible
@@ -48,6 +55,7 @@ class World:
     eos: list[int]
     texts: TokenTexts
     teachers: tuple[TeacherConfig, ...]
+    pool: ResidencyPool
 
     def close(self) -> None:
         self.verifier.close()
@@ -68,8 +76,12 @@ def load_world(cfg: RunConfig) -> World:
                              timeout_s=cfg.verifier.timeout_s,
                              answer_after=cfg.verifier.answer_after)
     s = cfg.sampling
+    pool = ResidencyPool(cfg.memory.max_resident_models)
+    if pool.limit:  # start with only the student resident
+        for lm in externals.values():
+            lm.offload()
     return World(cfg, student, externals, verifier, Sampler(s.temperature, s.top_p, s.top_k),
-                 eos_ids(student), TokenTexts(student.tokenizer), cfg.all_teachers)
+                 eos_ids(student), TokenTexts(student.tokenizer), cfg.all_teachers, pool)
 
 
 @dataclass
@@ -146,8 +158,10 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
     g = cfg.sampling.rollouts
     keys = np.array([sequence_key(cfg.seed, "rollout", q.id, r) for r in range(g)],
                     dtype=np.uint64)
-    responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
-                                cfg.sampling.max_new_tokens, world.eos)
+    with world.pool.use(world.student):
+        responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
+                                    cfg.sampling.max_new_tokens, world.eos)
+    hidden = response_hidden(world.pool, sources, responses)
     tok = world.student.tokenizer
     texts = tok.batch_decode(responses, skip_special_tokens=True)
     verdicts = world.verifier.verify_many(texts, q)
@@ -166,7 +180,7 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
                  completion=texts[r])
         if not resp:
             continue
-        scorer = Scorer(world.student, sources, views, cfg.sampling, cfg.signals,
+        scorer = Scorer(world.student, sources, hidden[r], views, cfg.sampling, cfg.signals,
                         cfg.candidates, cfg.memory.score_chunk, resp)
         sp = scorer.student_pass()
         n = len(resp)
@@ -192,11 +206,13 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
         def judge(completions: list[str]) -> list[bool | None]:
             return [v.correct for v in world.verifier.verify_many(completions, q)]
 
-        cont = run_continuations(
-            world.student, world.sampler, student_ids, resp, [int(t) for t in nodes], node_cands,
-            n_cont=cfg.continuations.n, max_new_tokens=cfg.sampling.max_new_tokens,
-            eos=world.eos, seed=cfg.seed, question_id=q.id, rollout=r,
-            batch_size=cfg.continuations.batch_size, judge=judge)
+        with world.pool.use(world.student):
+            cont = run_continuations(
+                world.student, world.sampler, student_ids, resp, [int(t) for t in nodes],
+                node_cands, n_cont=cfg.continuations.n,
+                max_new_tokens=cfg.sampling.max_new_tokens, eos=world.eos, seed=cfg.seed,
+                question_id=q.id, rollout=r, batch_size=cfg.continuations.batch_size,
+                judge=judge)
         stats.n_continuations += cont.n_continuations
         stats.generated_tokens += cont.generated_tokens
         stats.n_nodes += len(nodes)

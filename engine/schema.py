@@ -230,8 +230,8 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("gain_hi", "DOUBLE", "95% quantile of gain"),
         ("label", "VARCHAR", "helps | hurts | neutral from the cos interval (NULL with cos)"),
         ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval"),
-        ("null_reason", "VARCHAR", "no_signal | pure_sharpening | no_sharpening_direction | "
-         "zero_direction, else NULL"),
+        ("null_reason", "VARCHAR", "no_signal | zero_direction | no_sharpening_direction | "
+         "pure_sharpening | ideal_is_sharpening (beyond only), else NULL"),
         ("param_cos", "DOUBLE", "parameter-space cos(J^T g, J^T d) where the opt-in check ran"),
     ),
 )

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from engine import maths
 from engine.config import CandidateConfig, SamplingConfig, SignalConfig, TeacherConfig
-from engine.models import LoadedModel
+from engine.models import LoadedModel, ResidencyPool
 
 
 @dataclass
@@ -68,10 +68,38 @@ class NodeStats:
     proxies: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-class Scorer:
-    """Computes the two passes for one rollout, holding each source's hidden states."""
+CHUNK_ELEMENTS = 1 << 22
+"""Cap on positions x vocabulary per full-vocabulary buffer (32 MB in float64)."""
 
-    def __init__(self, student: LoadedModel, sources: Sequence[Source],
+
+def response_hidden(pool: ResidencyPool, sources: Sequence[Source],
+                    responses: Sequence[list[int]]) -> list[list[Tensor]]:
+    """Hidden states predicting each response token, per rollout and source.
+
+    Index len(prompt) + t - 1 of (prompt + response) predicts response token t. Sources are
+    visited model by model, so with a residency limit each model is brought in once.
+    """
+    out: list[list[Tensor]] = [[None] * len(sources) for _ in responses]  # type: ignore[list-item]
+    by_model: dict[int, list[int]] = {}
+    for i, src in enumerate(sources):
+        by_model.setdefault(id(src.lm), []).append(i)
+    for idxs in by_model.values():
+        with pool.use(sources[idxs[0]].lm) as lm:
+            for i in idxs:
+                lp = len(sources[i].prompt_ids)
+                for r, resp in enumerate(responses):
+                    if not resp:
+                        continue
+                    hs = lm.hidden_states(sources[i].prompt_ids + resp[:-1])
+                    out[r][i] = hs[lp - 1 : lp - 1 + len(resp)]
+    return out
+
+
+class Scorer:
+    """Computes the two passes for one rollout from each source's precomputed hidden states;
+    only output layers are needed here, so teachers need not be resident."""
+
+    def __init__(self, student: LoadedModel, sources: Sequence[Source], hidden: list[Tensor],
                  views: Sequence[TeacherView], sampling: SamplingConfig,
                  signals: SignalConfig, candidates: CandidateConfig, chunk: int,
                  response: list[int]):
@@ -80,17 +108,10 @@ class Scorer:
         self.sampling = sampling
         self.signals = signals
         self.cands_cfg = candidates
-        self.chunk = chunk
+        self.chunk = max(1, min(chunk, CHUNK_ELEMENTS // max(student.vocab_size, 1)))
         self.response = response
-        n = len(response)
-        self.n = n
-        ctx = response[:-1]
-        # hidden states at the positions that predict response tokens 0..n-1
-        self.hidden: list[Tensor] = []
-        for src in sources:
-            hs = src.lm.hidden_states(src.prompt_ids + ctx)
-            lp = len(src.prompt_ids)
-            self.hidden.append(hs[lp - 1 : lp - 1 + n])
+        self.n = len(response)
+        self.hidden = hidden
         self.sources = list(sources)
 
     def _student_logps(self, rows: Tensor) -> tuple[Tensor, Tensor]:
