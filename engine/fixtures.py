@@ -179,7 +179,8 @@ def beyond_sharpening(
     return np.clip(val, -1, 1), pure
 
 
-def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: float, hi: float):
+def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: float,
+              hi: float) -> tuple[np.ndarray, np.ndarray]:
     """An invented but well-formed interval around x (the engine draws it from Jeffreys draws)."""
     a = np.clip(x - width * rng.uniform(0.5, 1.5, x.shape), lo, hi)
     b = np.clip(x + width * rng.uniform(0.5, 1.5, x.shape), lo, hi)
@@ -454,17 +455,20 @@ def _batch_tables(
 _REASONS = ("no_signal", "pure_sharpening", "no_sharpening_direction", "zero_direction")
 
 
-def _node_teacher_cols(cols: dict[str, np.ndarray], ti: int, n_t: int, p, po, q, qo, s_hat, s,
-                       s_half, n_half, m_s, v_hat, width, rng) -> dict[str, np.ndarray]:
+def _node_teacher_cols(
+    cols: dict[str, np.ndarray], ti: int, n_t: int, p: np.ndarray, po: np.ndarray, q: np.ndarray,
+    qo: np.ndarray, s_hat: np.ndarray, s: np.ndarray, s_half: np.ndarray, n_half: int,
+    m_s: np.ndarray, v_hat: np.ndarray, width: np.ndarray, rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Coverage, advantage (whole and per half) and cheap proxies of one teacher."""
     n_n = p.shape[0]
 
-    def col(name: str, dtype=np.float64) -> np.ndarray:
+    def col(name: str, dtype: type = np.float64) -> np.ndarray:
         return cols.get(name, np.zeros((n_n, n_t), dtype))
 
-    out = {}
+    out: dict[str, np.ndarray] = {}
 
-    def put(name: str, val: np.ndarray, dtype=np.float64) -> None:
+    def put(name: str, val: np.ndarray, dtype: type = np.float64) -> None:
         arr = col(name, dtype)
         arr[:, ti] = val
         out[name] = arr
