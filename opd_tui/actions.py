@@ -62,6 +62,7 @@ ACTIONS: list[Action] = [
            "app.pick_teacher({key})", show=False),
     Action("app.next_signal", "s", "Next signal", "app", "app.next_signal"),
     Action("app.quit", "ctrl+q", "Quit", "app", "app.quit", show=False),
+    Action("app.console", "colon", "SQL console", "app", screen="opd_tui.console:ConsoleScreen"),
     # overview
     Action("overview.questions", "enter", "Questions", "overview", "open_questions"),
     # questions
