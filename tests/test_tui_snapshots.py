@@ -1,0 +1,54 @@
+"""SVG snapshots of each screen at a fixed size (textual pinned to 8.2.8 in pyproject.toml).
+
+Review changes with `pytest tests/test_tui_snapshots.py --snapshot-update` and the HTML report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tui_tiny_db
+
+from opd_tui.app import make_app
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tui_tiny_db.build(tmp_path_factory.mktemp("snap") / "tiny.duckdb")
+
+
+async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _app(db: Path):  # type: ignore[no-untyped-def]
+    app = make_app(db)
+    app.db.path = Path("tiny.duckdb")  # the status line shows the name, not the tmp path
+    return app
+
+
+def test_overview_snapshot(db: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_app(db), terminal_size=(100, 34), run_before=_settle)
+
+
+def test_rollout_snapshot_80x24(db: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        for key in ("enter", "enter", "l", "l"):
+            await pilot.press(key)
+            await _settle(pilot)
+
+    assert snap_compare(_app(db), terminal_size=(80, 24), run_before=before)
+
+
+def test_rollout_wide_snapshot(db: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
+    async def before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        for key in ("enter", "enter", "n", "n", "c"):
+            await pilot.press(key)
+            await _settle(pilot)
+
+    assert snap_compare(_app(db), terminal_size=(150, 30), run_before=before)

@@ -1,0 +1,55 @@
+"""The real `opd-tui` in a real terminal (tmux): keys arrive as a user's would over SSH."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tui_tiny_db
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def _screen(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _wait_for(session: str, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = _screen(session)
+        if text in screen:
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared; screen was:\n{_screen(session)}")
+
+
+def test_real_terminal_session(tmp_path: Path) -> None:
+    db = tui_tiny_db.build(tmp_path / "tiny.duckdb")
+    session = f"opd-tui-test-{tmp_path.name}"
+    command = f"cd {REPO} && PYTHONPATH={REPO} {sys.executable} -m opd_tui.cli {db}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    command], check=True)
+    try:
+        _wait_for(session, "alignment, signal rkl")
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        _wait_for(session, "align_strong")
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        screen = _wait_for(session, "candidates")  # inspector of token 0
+        assert "q0 rollout 0" in screen
+        assert "[bold␣red]x[/]" in screen  # markup shown as text, never interpreted
+        assert "␛[31m" in screen and "\x1b" not in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "l", "l"], check=True)
+        _wait_for(session, "pos 2 t2")
+        subprocess.run(["tmux", "send-keys", "-t", session, "]"], check=True)
+        _wait_for(session, "q0 rollout 1")
+        subprocess.run(["tmux", "send-keys", "-t", session, "?"], check=True)
+        _wait_for(session, "rollout.next_significant")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
