@@ -45,7 +45,10 @@ def _run_files(path: Path) -> list[str]:
 
 
 def open_sandbox(
-    path: str | os.PathLike[str], export_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    export_dir: str | os.PathLike[str] | None = None,
+    *,
+    memory_limit: str | None = None,
 ) -> Sandbox:
     """Open a run for the console. The export directory is created if missing.
 
@@ -60,6 +63,8 @@ def open_sandbox(
     readable = _run_files(source)
     for setting in ("autoinstall_known_extensions", "autoload_known_extensions"):
         con.execute(f"SET {setting} = false")
+    if memory_limit is not None:
+        con.execute("SET memory_limit = ?", [memory_limit])
     con.execute("SET allowed_directories = ?", [[str(exports) + os.sep]])
     if readable:
         con.execute("SET allowed_paths = ?", [readable])
