@@ -27,6 +27,12 @@ from opd_tui.widgets.token_view import TokenView
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def instant_inspector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No debounce in tests: the inspector query starts as soon as the cursor moves."""
+    monkeypatch.setattr(RolloutScreen, "INSPECTOR_DELAY", 0.001)
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tui_tiny_db.build(tmp_path_factory.mktemp("tui") / "tiny.duckdb")

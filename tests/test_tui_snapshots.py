@@ -11,6 +11,13 @@ import pytest
 import tui_tiny_db
 
 from opd_tui.app import make_app
+from opd_tui.screens.rollout import RolloutScreen
+
+
+@pytest.fixture(autouse=True)
+def instant_inspector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No debounce in tests: the inspector query starts as soon as the cursor moves."""
+    monkeypatch.setattr(RolloutScreen, "INSPECTOR_DELAY", 0.001)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.containers import Container
 from textual.events import Resize
+from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from opd_tui import actions
@@ -101,6 +102,7 @@ class RolloutScreen(OpdScreen):
         self._text_offsets: list[int] = []
         self._full_text = ""
         self.loaded = False
+        self._inspector_timer: Timer | None = None
 
     @property
     def layer(self) -> Layer:
@@ -216,10 +218,20 @@ class RolloutScreen(OpdScreen):
     def _pos_at(self, index: int) -> int:
         return int(self.token_frame["pos"][index]) if self.token_frame.height else 0
 
+    INSPECTOR_DELAY = 0.05
+    """Seconds the cursor must rest before the inspector is queried: held keys stay fluid."""
+
     def on_token_view_cursor_moved(self, event: TokenView.CursorMoved) -> None:
-        if not self.token_frame.height:
+        if self._inspector_timer is not None:
+            self._inspector_timer.stop()
+        self._inspector_timer = self.set_timer(self.INSPECTOR_DELAY,
+                                               lambda: self._inspect(event.pos))
+
+    def _inspect(self, index: int) -> None:
+        self._inspector_timer = None
+        if not self.token_frame.height or index >= self.token_frame.height:
             return
-        pos = self._pos_at(event.pos)
+        pos = self._pos_at(index)
         q, r, teachers = self.question_id, self.rollout, self.opd.info.teacher_names
         self.queries = self.queries[:2] + [node_query(q, r, pos), node_scores_query(q, r, pos)]
         self.load("inspector", lambda cur: node_detail(cur, q, r, pos, teachers),
