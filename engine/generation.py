@@ -71,7 +71,7 @@ def _cache_from_rows(layers: Sequence[tuple[Tensor, Tensor]], lengths: Tensor) -
 def prefix_cache(lm: LoadedModel, ids: list[int]) -> list[tuple[Tensor, Tensor]]:
     """Key/value cache of one sequence (all its tokens), as per-layer tensors."""
     x = torch.tensor([ids], device=lm.device)
-    out = lm.model(input_ids=x, use_cache=True)
+    out = lm.model(input_ids=x, use_cache=True, logits_to_keep=1)  # never full-length logits
     return [(layer.keys, layer.values) for layer in out.cache.layers]
 
 

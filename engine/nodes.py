@@ -37,11 +37,16 @@ def node_priority(strategy: NodeConfig, entropy: np.ndarray) -> np.ndarray:
 
 def select_nodes(strategy: NodeConfig, entropy: np.ndarray, cost: np.ndarray,
                  budget_tokens: float) -> np.ndarray:
-    """Positions to probe, sorted; stops adding nodes once their cost would exceed the budget."""
+    """Positions to probe, sorted: in priority order, every node that still fits the budget
+    (a node too expensive for what is left is skipped, cheaper later ones still enter)."""
     order = node_priority(strategy, entropy)
     if budget_tokens > 0:
-        spent = np.cumsum(cost[order])
-        order = order[spent <= budget_tokens]
+        keep, left = [], float(budget_tokens)
+        for t in order:
+            if cost[t] <= left:
+                keep.append(t)
+                left -= cost[t]
+        order = np.array(keep, dtype=np.int64)
     return np.sort(order)
 
 
