@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
@@ -179,6 +181,74 @@ def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
         print_summary(con, out, signals=signals)
     finally:
         con.close()
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="TOML config")],
+    sample: Annotated[int, typer.Option(help="questions seeded to count nodes (spread evenly)")]
+    = 8,
+    calibrate: Annotated[bool, typer.Option(help="time one full question on this device")] = True,
+) -> None:
+    """Before a long run: nodes, continuations, generated tokens, disk and an ETA.
+
+    Seeds a sample of questions exactly as `run` would (same rollouts, same node selection),
+    counts what the node strategy and budget select, and times one complete question on the
+    actual device to turn token counts into hours.
+
+    [b]Example[/b]:  opd-engine plan my.toml --sample 16
+    """
+    import tempfile
+
+    from engine import runner, store
+    from engine.config import parse_config
+
+    try:
+        cfg = parse_config(config)
+        questions = runner.load_run_questions(cfg)
+        world = runner.load_world(cfg)
+    except _user_errors() as e:
+        _fail(e)
+    n_q = len(questions)
+    step = max(1, n_q // max(1, min(sample, n_q)))
+    picked = questions[::step][:sample]
+    plans = [runner.plan_question(world, q) for q in picked]
+    mean = {k: float(np.mean([getattr(p, k) for p in plans]))
+            for k in ("rollout_tokens", "nodes", "continuations", "est_tokens", "seconds")}
+    table = Table(title=f"Plan for {n_q} questions (from {len(plans)} seeded)")
+    table.add_column("")
+    table.add_column("per question", justify="right")
+    table.add_column("whole run", justify="right")
+    for label, key in (("rollout tokens", "rollout_tokens"), ("probed nodes", "nodes"),
+                       ("continuations", "continuations"),
+                       ("generated tokens (est.)", "est_tokens")):
+        table.add_row(label, f"{mean[key]:,.0f}", f"{mean[key] * n_q:,.0f}")
+    if calibrate and picked:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            tables, st = runner.process_question(world, picked[0])
+            secs = time.perf_counter() - t0
+            part = store.write_part(Path(tmp), 0, picked[0].id, tables)
+            size = sum(f.stat().st_size for f in part.iterdir())
+        ref = plans[0]
+        rate = st.generated_tokens / max(secs - ref.seconds, 1e-6)
+        eta = n_q * mean["seconds"] + n_q * mean["est_tokens"] / max(rate, 1e-9)
+        disk = size / max(ref.nodes, 1) * mean["nodes"] * n_q
+        table.add_row("disk (parts, est.)", f"{size / max(ref.nodes, 1) * mean['nodes'] / 1e6:,.2f}"
+                      " MB", f"{disk / 1e9:,.2f} GB")
+        table.add_row("time", f"{eta / n_q:,.1f} s", _duration(eta))
+        out.print(table)
+        out.print(f"calibration on {world.student.device}: {picked[0].id} took {secs:.1f}s, "
+                  f"{st.n_continuations:,} continuations, {rate:,.0f} generated tokens/s")
+    else:
+        out.print(table)
+    world.close()
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
 @app.command()

@@ -129,17 +129,26 @@ def _prompt(world: World, t: TeacherConfig | None, q: Question) -> tuple[str, li
                          chat_template_kwargs=st.chat_template_kwargs)
 
 
-def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], QuestionStats]:
-    """Everything for one question: rollouts, scoring, continuations, scores, as Arrow tables."""
+@dataclass
+class Seeded:
+    """A question after its rollouts: prompts, scoring sources and hidden states."""
+
+    student_text: str
+    student_ids: list[int]
+    teacher_prompts: dict[str, tuple[str, list[int]]]
+    sources: list[Source]
+    views: list[TeacherView]
+    responses: list[list[int]]
+    texts: list[str]
+    verdicts: list[Any]
+    hidden: list[list[Any]]
+
+
+def seed_question(world: World, q: Question) -> Seeded:
+    """Render every prompt, sample the G rollouts, verify them, run every model's trunk."""
     cfg = world.cfg
-    t0 = time.perf_counter()
-    stats = QuestionStats(q.id)
-    rows = _Rows()
     student_text, student_ids = _prompt(world, None, q)
     teacher_prompts = {t.name: _prompt(world, t, q) for t in world.teachers}
-    for name, (text, ids) in teacher_prompts.items():
-        rows.add("teacher_prompts", question_id=q.id, teacher=name, prompt=text,
-                 n_prompt_tokens=len(ids))
 
     # sources: (model, prompt) pairs whose hidden states are computed once per rollout
     sources: list[Source] = [Source(world.student, student_ids)]
@@ -152,46 +161,78 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
             src_index[key] = len(sources)
             sources.append(Source(lm, teacher_prompts[t.name][1]))
         views.append(TeacherView(t, src_index[key], t.temperature))
-    names = [t.name for t in world.teachers]
-    controls = [t.is_control for t in world.teachers]
-
-    g = cfg.sampling.rollouts
-    keys = np.array([sequence_key(cfg.seed, "rollout", q.id, r) for r in range(g)],
-                    dtype=np.uint64)
+    keys = np.array([sequence_key(cfg.seed, "rollout", q.id, r)
+                     for r in range(cfg.sampling.rollouts)], dtype=np.uint64)
     with world.pool.use(world.student):
         responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
                                     cfg.sampling.max_new_tokens, world.eos)
     hidden = response_hidden(world.pool, sources, responses)
-    tok = world.student.tokenizer
-    texts = tok.batch_decode(responses, skip_special_tokens=True)
+    texts = world.student.tokenizer.batch_decode(responses, skip_special_tokens=True)
     verdicts = world.verifier.verify_many(texts, q)
-    stats.n_rollouts = g
-    stats.generated_tokens += sum(len(r) for r in responses)
+    return Seeded(student_text, student_ids, teacher_prompts, sources, views, responses, texts,
+                  verdicts, hidden)
+
+
+@dataclass
+class NodePlan:
+    """One rollout's scorer, student pass, candidate sets at every position and chosen nodes."""
+
+    scorer: Scorer
+    student: Any
+    cands: list[Any]
+    nodes: np.ndarray
+
+
+def plan_nodes(world: World, seeded: Seeded, r: int) -> NodePlan:
+    """Candidate sets for every position, then the nodes the strategy and budget select."""
+    cfg = world.cfg
+    resp = seeded.responses[r]
+    scorer = Scorer(world.student, seeded.sources, seeded.hidden[r], seeded.views, cfg.sampling,
+                    cfg.signals, cfg.candidates, cfg.memory.score_chunk, resp)
+    sp = scorer.student_pass()
+    n = len(resp)
+    cands = [candidate_set(resp[t], sp.student_top[t].tolist(),
+                           {k: v[t].tolist() for k, v in sp.teacher_top.items()},
+                           cfg.candidates) for t in range(n)]
+    if cfg.candidates.plausibility > 0:
+        cands = _filter_plausible(scorer, resp, cands, cfg)
+    cost = np.array([len(c.token_ids) * cfg.continuations.n * (n - t)
+                     for t, c in enumerate(cands)], dtype=np.float64)
+    g = cfg.sampling.rollouts
     budget = cfg.nodes.budget_tokens / g if cfg.nodes.budget_tokens else 0
+    return NodePlan(scorer, sp, cands, select_nodes(cfg.nodes, sp.entropy, cost, budget))
+
+
+def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], QuestionStats]:
+    """Everything for one question: rollouts, scoring, continuations, scores, as Arrow tables."""
+    cfg = world.cfg
+    t0 = time.perf_counter()
+    stats = QuestionStats(q.id)
+    rows = _Rows()
+    seeded = seed_question(world, q)
+    student_ids = seeded.student_ids
+    for name, (text, ids) in seeded.teacher_prompts.items():
+        rows.add("teacher_prompts", question_id=q.id, teacher=name, prompt=text,
+                 n_prompt_tokens=len(ids))
+    names = [t.name for t in world.teachers]
+    controls = [t.is_control for t in world.teachers]
+    stats.n_rollouts = len(seeded.responses)
+    stats.generated_tokens += sum(len(r) for r in seeded.responses)
     eos = set(world.eos)
 
-    for r, (resp, verdict) in enumerate(zip(responses, verdicts, strict=True)):
+    for r, (resp, verdict) in enumerate(zip(seeded.responses, seeded.verdicts, strict=True)):
         correct = verdict.correct
         stats.n_correct += correct is True
         rows.add("rollouts", question_id=q.id, rollout=r, correct=correct,
                  verdict={True: "correct", False: "incorrect", None: "unverifiable"}[correct],
                  verifier_detail=verdict.detail, n_tokens=len(resp),
-                 finished=bool(resp) and resp[-1] in eos, prompt=student_text,
-                 completion=texts[r])
+                 finished=bool(resp) and resp[-1] in eos, prompt=seeded.student_text,
+                 completion=seeded.texts[r])
         if not resp:
             continue
-        scorer = Scorer(world.student, sources, hidden[r], views, cfg.sampling, cfg.signals,
-                        cfg.candidates, cfg.memory.score_chunk, resp)
-        sp = scorer.student_pass()
+        plan = plan_nodes(world, seeded, r)
+        scorer, sp, cands, nodes = plan.scorer, plan.student, plan.cands, plan.nodes
         n = len(resp)
-        cands = [candidate_set(resp[t], sp.student_top[t].tolist(),
-                               {k: v[t].tolist() for k, v in sp.teacher_top.items()},
-                               cfg.candidates) for t in range(n)]
-        if cfg.candidates.plausibility > 0:
-            cands = _filter_plausible(scorer, resp, cands, cfg)
-        cost = np.array([len(c.token_ids) * cfg.continuations.n * (n - t)
-                         for t, c in enumerate(cands)], dtype=np.float64)
-        nodes = select_nodes(cfg.nodes, sp.entropy, cost, budget)
         probed = np.zeros(n, dtype=bool)
         probed[nodes] = True
         tt = [world.texts.get(i) for i in resp]
@@ -437,3 +478,40 @@ def timings_json(results: list[QuestionStats], wall: float) -> str:
         "generated_tokens": sum(r.generated_tokens for r in results),
         "question_seconds": round(sum(r.seconds for r in results), 3),
     })
+
+
+@dataclass
+class QuestionPlan:
+    """What a question will cost: exact nodes and continuations, estimated generated tokens."""
+
+    question_id: str
+    rollout_tokens: int
+    nodes: int
+    continuations: int
+    est_tokens: float  # continuation tokens, if each runs as long as the rollout's remainder
+    seconds: float
+
+
+def plan_question(world: World, q: Question) -> QuestionPlan:
+    """Seed and select nodes exactly as `run` would (same keys, same rollouts), without the
+    continuations: what the budget will buy, before paying for it."""
+    t0 = time.perf_counter()
+    seeded = seed_question(world, q)
+    nodes = conts = 0
+    est = 0.0
+    n_cont = world.cfg.continuations.n
+    max_new = world.cfg.sampling.max_new_tokens
+    eos = set(world.eos)
+    for r, resp in enumerate(seeded.responses):
+        if not resp:
+            continue
+        plan = plan_nodes(world, seeded, r)
+        n = len(resp)
+        for t in plan.nodes:
+            nodes += 1
+            for a in plan.cands[t].token_ids:
+                fixed = a in eos or t + 1 >= max_new  # judged once, as run_continuations does
+                conts += 1 if fixed else n_cont
+                est += 0 if fixed else n_cont * (n - t)
+    return QuestionPlan(q.id, sum(len(r) for r in seeded.responses), nodes, conts, est,
+                        time.perf_counter() - t0)

@@ -104,3 +104,22 @@ def test_run_with_bad_dataset_line_names_it(world: Path, tmp_path: Path) -> None
     code, out = cli("run", str(cfg))
     assert code == 2 and "broken.jsonl:2" in out and "malformed JSON" in out
     assert not (world.parent / "run").exists()
+
+
+def test_plan_counts_what_run_does(tmp_path: Path) -> None:
+    from engine import runner
+    from engine.config import parse_config
+
+    cfg_path = make_world(tmp_path, questions=2, max_new=6, rollouts=2, n=3,
+                          strategy="entropy:3")
+    cfg = parse_config(cfg_path)
+    world = runner.load_world(cfg)
+    for q in runner.load_run_questions(cfg):
+        plan = runner.plan_question(world, q)
+        _, stats = runner.process_question(world, q)
+        assert (plan.nodes, plan.continuations) == (stats.n_nodes, stats.n_continuations)
+        assert plan.nodes <= 3 * 2
+    world.close()
+    code, out = cli("plan", str(cfg_path), "--sample", "2")
+    assert code == 0, out
+    assert "probed nodes" in out and "calibration on cpu" in out
