@@ -46,11 +46,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     errs: list[type[Exception]] = [UserError, ConfigError, DatasetError, RunDirError, SchemaError]
     if "engine.models" in sys.modules:
         from engine.models import ModelLoadError
+        from engine.param_check import ParamGroupError
         from engine.prompts import TemplateError
         from engine.verifiers import VerifierConfigError
         from engine.vocab import VocabMismatchError
 
-        errs += [ModelLoadError, TemplateError, VerifierConfigError, VocabMismatchError]
+        errs += [ModelLoadError, TemplateError, VerifierConfigError, VocabMismatchError,
+                 ParamGroupError]
     return tuple(errs)
 
 

@@ -127,6 +127,12 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class ParamCheckConfig:
+    nodes: int = 0  # per rollout; 0 = off
+    groups: tuple[str, ...] = ()  # parameter-name prefixes; empty = every parameter
+
+
+@dataclass(frozen=True)
 class RunConfig:
     source: Path
     output_dir: Path
@@ -145,6 +151,7 @@ class RunConfig:
     controls: ControlConfig
     bootstrap_draws: int
     memory: MemoryConfig
+    param_check: ParamCheckConfig
     raw_toml: str
 
     @property
@@ -199,6 +206,7 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
                  "softened": (bool, True), "softened_temperature": ((int, float), 2.0)},
     "bootstrap": {"draws": (int, 200)},
     "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256)},
+    "param_check": {"nodes": (int, 0), "groups": (list, [])},
 }
 _TEACHER_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "name": (str, ...), "kind": (str, ...), "model": (str, ""), "prompt": (str, "{question}"),
@@ -331,6 +339,10 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
     _check_range(problems, "[memory]", mm["max_resident_models"] >= 0,
                  "max_resident_models must be >= 0 (0 = no limit)")
     _check_range(problems, "[memory]", mm["score_chunk"] >= 1, "score_chunk must be >= 1")
+    pc = s["param_check"]
+    _check_range(problems, "[param_check]", pc["nodes"] >= 0, "nodes must be >= 0 (0 = off)")
+    _check_range(problems, "[param_check]", all(isinstance(g, str) for g in pc["groups"]),
+                 "groups must be a list of parameter-name prefixes, e.g. [\"lm_head\"]")
 
     vf = s["verifier"]
     _check_range(problems, "[verifier]", vf["kind"] in VERIFIER_KINDS,
@@ -432,6 +444,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
                                cc["softened"], float(cc["softened_temperature"])),
         bootstrap_draws=s["bootstrap"]["draws"],
         memory=MemoryConfig(mm["max_resident_models"], mm["score_chunk"]),
+        param_check=ParamCheckConfig(pc["nodes"], tuple(pc["groups"])),
         raw_toml=raw_toml,
     )
 

@@ -76,6 +76,10 @@ def load_world(cfg: RunConfig) -> World:
                              timeout_s=cfg.verifier.timeout_s,
                              answer_after=cfg.verifier.answer_after)
     s = cfg.sampling
+    if cfg.param_check.nodes:
+        from engine.param_check import select_parameters
+
+        select_parameters(student.model, cfg.param_check.groups)  # fail before any work
     pool = ResidencyPool(cfg.memory.max_resident_models)
     if pool.limit:  # start with only the student resident
         for lm in externals.values():
@@ -270,8 +274,10 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
                 s[i, j], nn[i, j], sh[i, j], nh[i, j] = o.s, o.n, o.s_half, o.n_half
         sc = score_nodes(ns, s, nn, sh, nh, names, controls, cfg.signals.families,
                          draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r)
+        pcos = _param_cosines(world, seeded, scorer, resp, nodes, ns, sc) \
+            if cfg.param_check.nodes else {}
         _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names, controls,
-                        cfg.signals.families, world.texts)
+                        cfg.signals.families, world.texts, pcos)
 
     stats.seconds = time.perf_counter() - t0
     rows.add("questions", question_id=q.id, idx=q.idx, family=q.family, question=q.question,
@@ -299,9 +305,44 @@ def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConf
     return out
 
 
+def _param_cosines(world: World, seeded: Seeded, scorer: Scorer, resp: list[int],
+                   nodes: np.ndarray, ns: Any, sc: Any) -> dict[tuple[int, int, int], float]:
+    """cos(J^T g, J^T d) at the rollout's highest-|g| nodes: {(teacher, signal, node): cos}."""
+    from engine import maths
+    from engine.param_check import cosines, pick_nodes, pullback
+
+    cfg = world.cfg
+    out: dict[tuple[int, int, int], float] = {}
+    fams = cfg.signals.families
+    for i in pick_nodes((sc.g**2).sum(-1).tolist(), cfg.param_check.nodes):
+        t = int(nodes[i])
+        rows_t = torch.tensor([t], device=world.student.device)
+        _, logp_train = scorer._student_logps(rows_t)
+        g_full = torch.zeros(world.student.vocab_size, dtype=torch.float64)
+        ids = ns.cand_ids[i][ns.mask[i]]
+        g_full[torch.as_tensor(ids)] = torch.as_tensor(sc.g[i][ns.mask[i]])
+        dirs = {"g": g_full}
+        y = torch.tensor([resp[t]], device=world.student.device)
+        for ti, view in enumerate(scorer.views):
+            logq = scorer._teacher_logq(view, rows_t)
+            for fi, f in enumerate(fams):
+                d = maths.direction(f, logp_train, logq, y, cfg.signals.jsd_beta)[0]
+                dirs[f"{ti}/{fi}"] = d.cpu()
+        with world.pool.use(world.student):
+            pulled = pullback(world.student, seeded.student_ids + resp[:t], dirs,
+                              cfg.param_check.groups)
+        ideal = pulled.pop("g")
+        for key, c in cosines(ideal, pulled).items():
+            if c is not None:
+                ti, fi = (int(x) for x in key.split("/"))
+                out[(ti, fi, i)] = c
+    return out
+
+
 def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.ndarray,
                     node_cands: dict, ns: Any, sc: Any, cont: Any, names: list[str],
-                    controls: list[bool], families: tuple[str, ...], texts: TokenTexts) -> None:
+                    controls: list[bool], families: tuple[str, ...], texts: TokenTexts,
+                    param_cos: dict[tuple[int, int, int], float]) -> None:
     from engine import maths
 
     m = len(nodes)
@@ -373,7 +414,8 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                         gain_lo=_nan_to_none(lo["gain"]), gain_hi=_nan_to_none(hi["gain"]),
                         label=list(lab), label_beyond=list(np.where(np.isnan(pt["beyond"]),
                                                                    None, lab_b)),
-                        null_reason=list(reasons[ti, fi]), param_cos=[None] * m)
+                        null_reason=list(reasons[ti, fi]),
+                        param_cos=[param_cos.get((ti, fi, i)) for i in range(m)])
     del T, F, controls
 
 
