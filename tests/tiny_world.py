@@ -13,7 +13,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-CHARS = list("0123456789+-=#: QAabcdefghijklmnopqrstuvwxyz.,;()")
+CHARS = list("0123456789+-=#: QAabcdefghijklmnopqrstuvwxyz.,;()/")
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
 
 
