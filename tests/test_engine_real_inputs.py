@@ -78,7 +78,7 @@ prompt = "Q:{question} S:{solution}"
 
     student = AutoModelForCausalLM.from_pretrained(tmp_path / "student").eval()
     toks: dict[int, list[int]] = {}
-    for r, pos, tid_ in table(db, "SELECT rollout, pos, token_id FROM tokens ORDER BY ALL"):
+    for r, _pos, tid_ in table(db, "SELECT rollout, pos, token_id FROM tokens ORDER BY ALL"):
         toks.setdefault(r, []).append(tid_)
     ids = tok(prompts["self_solution"], add_special_tokens=False)["input_ids"]
     assert tok.convert_tokens_to_ids("<|assistant|>") in ids  # special tokens kept whole
