@@ -106,39 +106,33 @@ def decode(
     step = np.asarray(first_steps, dtype=np.int64)
     remaining = np.asarray(max_steps, dtype=np.int64)
     keys = np.asarray(keys, dtype=np.uint64)
-    eos_t = torch.tensor(list(eos), device=dev)
+    eos_np = np.asarray(list(eos), dtype=np.int64)
     out: list[list[int]] = [[] for _ in range(n)]
-    alive = np.arange(n)  # original row index of each live row
-    live = remaining > 0
-    if not live.all():
-        sel = np.nonzero(live)[0]
-        if len(sel) == 0:
-            return out
-        alive, keys, step, remaining = alive[sel], keys[sel], step[sel], remaining[sel]
-        idx = torch.as_tensor(sel, device=dev)
-        cache.batch_select_indices(idx)
-        attn, tokens, pos = attn[idx], tokens[idx], pos[idx]
-    while len(alive):
+    alive = np.arange(n)  # original row index of each batch row
+    running = remaining > 0  # rows still sampling; finished rows ride along until compaction
+    emitted: list[tuple[np.ndarray, np.ndarray]] = []  # (original rows, their tokens) per step
+    while running.any():
+        if running.mean() < 0.75:  # compact: drop finished rows from the cache and the batch
+            keep = np.nonzero(running)[0]
+            idx = torch.as_tensor(keep, device=dev)
+            cache.batch_select_indices(idx)
+            attn, tokens, pos = attn[idx], tokens[idx], pos[idx]
+            alive, keys, step, remaining, running = (alive[keep], keys[keep], step[keep],
+                                                     remaining[keep], running[keep])
         attn = torch.cat([attn, torch.ones(len(alive), 1, dtype=attn.dtype, device=dev)], 1)
         logits = lm.model(input_ids=tokens.unsqueeze(1), attention_mask=attn,
                           position_ids=pos.unsqueeze(1), cache=cache, use_cache=True).logits
         nxt = sampler.sample(logits[:, -1, : lm.vocab_size], keys, step)
-        nxt_list = nxt.tolist()
-        for j, r in enumerate(alive.tolist()):
-            out[r].append(nxt_list[j])
+        nxt_np = nxt.cpu().numpy()
+        emitted.append((alive[running], nxt_np[running]))
         remaining = remaining - 1
-        done = torch.isin(nxt, eos_t).cpu().numpy() | (remaining <= 0)
+        running = running & ~np.isin(nxt_np, eos_np) & (remaining > 0)
         step = step + 1
         pos = pos + 1
         tokens = nxt
-        if done.any():
-            keep = np.nonzero(~done)[0]
-            if len(keep) == 0:
-                break
-            idx = torch.as_tensor(keep, device=dev)
-            cache.batch_select_indices(idx)
-            attn, tokens, pos = attn[idx], tokens[idx], pos[idx]
-            alive, keys, step, remaining = alive[keep], keys[keep], step[keep], remaining[keep]
+    for rows_, toks in emitted:
+        for r, a in zip(rows_.tolist(), toks.tolist(), strict=True):
+            out[r].append(a)
     return out
 
 
