@@ -306,6 +306,20 @@ SUMMARY_TABLES: tuple[Table, ...] = (
         ("spearman", "DOUBLE", "rank correlation over nodes with non-NULL target"),
         ("n", "BIGINT", "nodes"),
     ),
+    _t(
+        "summary_question_teacher", "Per question, teacher and signal: node count, mean "
+        "alignment and label counts (the TUI's question list reads this, not `scores`).",
+        ("question_id", "teacher", "signal"),
+        ("question_id", "VARCHAR", "question"),
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("signal", "VARCHAR", "signal family"),
+        ("n", "BIGINT", "probed nodes (scores rows) over all rollouts of the question"),
+        ("mean_cos", "DOUBLE", "mean plain cosine over non-NULL nodes"),
+        ("mean_beyond", "DOUBLE", "mean beyond-sharpening alignment over non-NULL nodes"),
+        ("helps", "BIGINT", "nodes labelled helps (plain cosine label)"),
+        ("hurts", "BIGINT", "nodes labelled hurts"),
+        ("neutral", "BIGINT", "nodes labelled neutral"),
+    ),
 )
 
 VIEWS: dict[str, str] = {

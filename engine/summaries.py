@@ -46,6 +46,7 @@ def materialise_summaries(
     _insert(con, "summary_oracle", _oracle_rows(con, qids, weights))
     con.execute(f"INSERT INTO summary_position {_POSITION_SQL}")
     _insert(con, "summary_proxy", _proxy_rows(con))
+    con.execute(f"INSERT INTO summary_question_teacher {_QUESTION_TEACHER_SQL}")
     key = sequence_key(seed, "bootstrap", "summary")
     con.execute("DELETE FROM meta WHERE key = 'summary_bootstrap'")
     con.execute(
@@ -226,6 +227,12 @@ _POSITION_SQL = """
     FROM scores s JOIN rollouts r USING (question_id, rollout)
     WHERE s.signal = 'rkl' AND r.correct IS NOT NULL
     GROUP BY ALL ORDER BY 1, 2, 3"""
+
+_QUESTION_TEACHER_SQL = """
+    SELECT question_id, teacher, signal, count(*), avg(cos), avg(beyond),
+           count(*) FILTER (label = 'helps'), count(*) FILTER (label = 'hurts'),
+           count(*) FILTER (label = 'neutral')
+    FROM scores GROUP BY ALL ORDER BY 1, 2, 3"""
 
 
 _PROXY_SQL = """

@@ -3,6 +3,9 @@
 Every view is backed by a `Query` (SQL text + parameters) so the screen can show, and copy, the
 exact SQL behind it. Functions take a DuckDB cursor: the app gives each worker thread its own
 `Run.cursor()`, since one DuckDB connection must not be used by two threads at once.
+
+Polars (and pyarrow) are imported on first use, which happens in a worker thread: opening the
+app and painting its first screen need neither, and together they cost ~0.3 s of start-up.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from engine.schema import SIGNALS, SchemaError, check_schema, open_run, read_meta
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class OpenError(Exception):
@@ -48,6 +53,8 @@ class Query:
     params: tuple[Any, ...] = ()
 
     def run(self, cur: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        import polars as pl
+
         table = cur.sql(self.sql, params=list(self.params)).to_arrow_table()
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
@@ -126,7 +133,9 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
 @dataclass
 class RunInfo:
     meta: dict[str, str]
-    teachers: pl.DataFrame  # teacher, kind, is_control, model, temperature, description
+    teachers: list[dict[str, Any]]
+    """One dict per teacher (controls last): teacher, kind, is_control, model, temperature,
+    description. Plain rows, not a frame, so opening a run needs no Polars."""
     signals: list[str]
     counts: dict[str, int]
     accuracy: float | None
@@ -134,11 +143,11 @@ class RunInfo:
 
     @property
     def teacher_names(self) -> list[str]:
-        return self.teachers["teacher"].to_list()
+        return [t["teacher"] for t in self.teachers]
 
     @property
     def non_control(self) -> list[str]:
-        return self.teachers.filter(~pl.col("is_control"))["teacher"].to_list()
+        return [t["teacher"] for t in self.teachers if not t["is_control"]]
 
     @property
     def student(self) -> str:
@@ -171,13 +180,18 @@ def run_info(cur: duckdb.DuckDBPyConnection) -> RunInfo:
         config = tomllib.loads(meta.get("config_toml", ""))
     except tomllib.TOMLDecodeError:
         config = {}
-    teachers = TEACHERS_QUERY.run(cur)
+    teachers = _dict_rows(cur.execute(TEACHERS_QUERY.sql))
     present = [r[0] for r in cur.execute("SELECT signal FROM signals").fetchall()]
     signals = [s for s in SIGNALS if s in present] + [s for s in present if s not in SIGNALS]
-    row = COUNTS_QUERY.run(cur).row(0, named=True)
+    row = _dict_rows(cur.execute(COUNTS_QUERY.sql))[0]
     accuracy = row.pop("accuracy")
     counts = {k: int(v or 0) for k, v in row.items()}
     return RunInfo(meta, teachers, signals or list(SIGNALS), counts, accuracy, config)
+
+
+def _dict_rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def headline_query(signal: str) -> Query:
@@ -252,19 +266,42 @@ def questions_query(
     order_by: str = "idx",
     descending: bool = False,
     limit: int = 1000,
+    offset: int = 0,
+    summary: bool = True,
 ) -> Query:
     """One row per question: accuracy, mean plain alignment per teacher, hurt tokens, best.
 
     `where` is a user-typed DuckDB expression over the output columns; `order_by` one of them.
+    With `summary` the per-teacher numbers come from `summary_question_teacher` (one row per
+    question x teacher x signal, materialised at merge), so sorting or filtering 20,000
+    questions does not aggregate millions of `scores` rows; a live run has no summaries yet
+    and aggregates `scores` (same columns, same values).
     """
-    pivots = "".join(
-        f",\n                   avg(cos) FILTER (teacher = {_literal(t)}) AS "
-        f"{quote_ident(align_column(t))}"
-        for t in teachers
-    )
-    picked = "".join(f", a.{quote_ident(align_column(t))}" for t in teachers)
     if _FORBIDDEN_WHERE.search(where):
         raise QueryError("the filter is one expression: remove the ';'")
+    controls = "(SELECT teacher FROM teachers WHERE is_control)"
+    if summary:
+        per_teacher = "".join(
+            f",\n                       max(mean_cos) FILTER (teacher = {_literal(t)}) AS "
+            f"{quote_ident(align_column(t))}"
+            for t in teachers
+        )
+        aggregate = f"""
+                SELECT question_id,
+                       sum(hurts) FILTER (teacher NOT IN {controls})::BIGINT AS hurts{per_teacher}
+                FROM summary_question_teacher WHERE signal = ? GROUP BY question_id"""
+    else:
+        per_teacher = "".join(
+            f",\n                       avg(cos) FILTER (teacher = {_literal(t)}) AS "
+            f"{quote_ident(align_column(t))}"
+            for t in teachers
+        )
+        aggregate = f"""
+                SELECT question_id,
+                       count(*) FILTER (label = 'hurts' AND teacher NOT IN
+                           {controls}) AS hurts{per_teacher}
+                FROM scores WHERE signal = ? GROUP BY question_id"""
+    picked = "".join(f", a.{quote_ident(align_column(t))}" for t in teachers)
     where_sql = f"WHERE {where}" if where.strip() else ""
     direction = "DESC" if descending else "ASC"
     return Query(
@@ -274,16 +311,12 @@ def questions_query(
                    q.n_correct / nullif(q.n_rollouts, 0) AS accuracy, q.n_rollouts, q.n_nodes,
                    coalesce(a.hurts, 0) AS hurts{picked}, b.best_teacher
             FROM questions q
-            LEFT JOIN (
-                SELECT question_id,
-                       count(*) FILTER (label = 'hurts' AND teacher NOT IN
-                           (SELECT teacher FROM teachers WHERE is_control)) AS hurts{pivots}
-                FROM scores WHERE signal = ? GROUP BY question_id
+            LEFT JOIN ({aggregate}
             ) a ON a.question_id = q.question_id
             LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id
         ) {where_sql}
         ORDER BY {quote_ident(order_by)} {direction} NULLS LAST, idx
-        LIMIT {int(limit)}""",
+        LIMIT {int(limit)} OFFSET {int(offset)}""",
         (signal,),
     )
 
@@ -327,7 +360,7 @@ def layers_query(question_id: str, rollout: int, teacher: str, signal: str) -> Q
         """
         SELECT n.pos, s.cos, s.beyond, s.gain, s.label, s.label_beyond, s.null_reason,
                n.v_hat + n.value_change AS s_sampled, n.value_change, nt.kl_pq,
-               n.best_teacher
+               nt.advantage, n.best_teacher
         FROM (SELECT * FROM nodes WHERE question_id = ? AND rollout = ?) n
         LEFT JOIN (SELECT * FROM scores WHERE question_id = ? AND rollout = ?
                    AND teacher = ? AND signal = ?) s USING (pos)
@@ -354,6 +387,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("align", "alignment cos(g,d)", "cos", "diverging", "label"),
     Layer("beyond", "alignment beyond sharpening", "beyond", "diverging", "label_beyond"),
     Layer("gain", "gain <g,d>", "gain", "diverging", "label"),
+    Layer("advantage", "teacher advantage", "advantage", "diverging", "label"),
     Layer("s_sampled", "S of the sampled token", "s_sampled", "sequential", "label"),
     Layer("value_change", "value change S_y - V", "value_change", "diverging", "label"),
     Layer("entropy", "student entropy H(p)", "entropy", "sequential", "label"),
@@ -430,6 +464,8 @@ def node_detail(
     rows = node_query(question_id, rollout, pos).run(cur)
     node = rows.row(0, named=True) if rows.height else {}
     if node.get("v_hat") is None and not node.get("probed"):
+        import polars as pl
+
         empty = pl.DataFrame()
         return NodeDetail(question_id, rollout, pos, node, empty, empty)
     cands = candidates_query(question_id, rollout, pos, teachers).run(cur)

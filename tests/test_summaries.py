@@ -258,3 +258,23 @@ def test_oracle_matches_a_plain_loop_on_the_fixture(db: duckdb.DuckDBPyConnectio
     assert got_single == pytest.approx(single)
     assert gain == pytest.approx(oracle - single)
     assert best_single == (pick_a if pick_a == pick_b else f"{pick_a}|{pick_b}")
+
+
+def test_question_teacher_summary_matches_a_plain_loop(db: duckdb.DuckDBPyConnection) -> None:
+    rows = db.execute("SELECT question_id, teacher, signal, cos, beyond, label FROM scores"
+                      ).fetchall()
+    groups: dict[tuple, list] = defaultdict(list)
+    for q, t, s, cos, beyond, label in rows:
+        groups[(q, t, s)].append((cos, beyond, label))
+    got = {r[:3]: r[3:] for r in db.execute("SELECT * FROM summary_question_teacher").fetchall()}
+    assert set(got) == set(groups)
+    for key, nodes in groups.items():
+        n, mean_cos, mean_beyond, helps, hurts, neutral = got[key]
+        cos = [c for c, _, _ in nodes if c is not None]
+        beyond = [b for _, b, _ in nodes if b is not None]
+        assert n == len(nodes)
+        assert mean_cos == (pytest.approx(sum(cos) / len(cos), rel=1e-12) if cos else None)
+        assert mean_beyond == (pytest.approx(sum(beyond) / len(beyond), rel=1e-12)
+                               if beyond else None)
+        labels = [lab for _, _, lab in nodes]
+        assert (helps, hurts, neutral) == tuple(labels.count(x) for x in schema.LABELS)

@@ -314,3 +314,101 @@ def test_app_never_imports_torch(db: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_questions_arrive_page_by_page(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("opd_tui.screens.questions.PAGE", 2)
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "enter")
+        screen = app.screen
+        assert isinstance(screen, QuestionsScreen)
+        assert screen.frame["question_id"].to_list() == ["q0", "q1"] and screen.more
+        await press(pilot, "G")  # the cursor reaches the last loaded row: the next page loads
+        assert screen.frame["question_id"].to_list() == tui_tiny_db.QUESTIONS
+        assert not screen.more and screen.query_one("DataTable").row_count == 3
+
+
+async def test_advantage_layer_colours_by_the_teachers_advantage(db: Path) -> None:
+    from opd_tui.render import diverging
+
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        await press(pilot, "2")  # teacher 'weak': advantage 0.01 at every probed node
+        while screen.layer.id != "advantage":
+            await press(pilot, "c")
+        styles = screen.query_one(TokenView).paint.styles
+        # the tiny run stores A_c = 0.01 * teacher index: the scale (95% quantile) is 0.01
+        expected = [diverging(0.01, 0.01) if pos % 2 == 0 else None
+                    for pos in range(tui_tiny_db.N_TOKENS)]
+        assert styles == expected and "advantage" in screen.layer_name()
+
+
+async def test_cached_lines_follow_the_cursor(db: Path) -> None:
+    """Lines served from the strip cache equal a fresh rendering after every kind of move."""
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_rollout(pilot)
+        view = screen.query_one(TokenView)
+        for key in ("l", "l", "j", "n", "G", "c", "g", "k"):
+            await press(pilot, key)
+            base = view.rich_style
+            for y in range(len(view._line_starts)):
+                cached = view.render_line(y)
+                fresh = view._render_display_line(y, view.scrollable_content_region.width, base)
+                assert list(cached) == list(fresh), (key, y)
+            cursor_line = view.line_of(view.cursor)
+            reversed_lines = {y for y in range(len(view._line_starts))
+                              if any(s.style and s.style.reverse for s in view.render_line(y))}
+            assert reversed_lines == {cursor_line}, key
+
+
+async def test_next_significant_matches_a_scan(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        view = screen.query_one(TokenView)
+        marked = [i for i, m in enumerate(view.paint.markers) if m]
+        assert marked
+        for start in range(tui_tiny_db.N_TOKENS):
+            view.cursor = start
+            after = [i for i in marked if i > start]
+            before = [i for i in marked if i < start]
+            assert view.next_significant(1) == (after[0] if after else None)
+            assert view.next_significant(-1) == (before[-1] if before else None)
+
+
+async def test_no_color_keeps_the_markers(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR: every colour is grey, and helps/hurts stay readable from glyphs + underline."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.no_color
+        screen = await open_rollout(pilot)
+        view = screen.query_one(TokenView)
+        segments = [s for y in range(len(view._line_starts))
+                    for s in view.render_lines(view.region.reset_offset)[y]]
+        colours = [c for s in segments if s.style for c in (s.style.color, s.style.bgcolor) if c]
+        assert colours and all(len(set(c.get_truecolor())) == 1 for c in colours)
+        text = "".join(s.text for s in segments)
+        marked = len(expected_significant(0, 0, 0))
+        assert text.count("⁺") + text.count("⁻") == marked
+        assert sum(1 for s in segments if s.style and s.style.underline) >= marked
+
+
+def test_palettes_stay_distinct_in_256_colours() -> None:
+    from rich.color import ColorSystem
+
+    from opd_tui.render import CATEGORICAL, diverging, sequential
+
+    def eight_bit(style) -> int:  # type: ignore[no-untyped-def]
+        return style.bgcolor.downgrade(ColorSystem.EIGHT_BIT).number
+
+    extremes = {eight_bit(diverging(v)) for v in (-1.0, -0.5, 0.0, 0.5, 1.0)}
+    assert len(extremes) == 5
+    assert len({eight_bit(sequential(v, 1.0)) for v in (0.0, 0.5, 1.0)}) == 3
+    from rich.color import Color
+    assert len({Color.from_rgb(*rgb).downgrade(ColorSystem.EIGHT_BIT).number
+                for rgb in CATEGORICAL}) == len(CATEGORICAL)

@@ -184,3 +184,31 @@ def test_opens_read_only_and_never_writes(db: Path) -> None:
         run.cursor().execute("CREATE TABLE hack (a INT)")
     run.close()
     assert (db.stat().st_mtime_ns, db.read_bytes()[:4096]) == before
+
+
+@pytest.mark.parametrize("order_by,descending", [("idx", False), ("hurts", True),
+                                                 ("align_strong", False)])
+def test_question_summary_gives_what_scanning_scores_gives(
+        cur: duckdb.DuckDBPyConnection, order_by: str, descending: bool) -> None:
+    """summary_question_teacher and a scan of `scores` are two code paths to the same rows."""
+    teachers = Q.run_info(cur).teacher_names
+    frames = [Q.fetch_questions(cur, Q.questions_query(teachers, "fkl", order_by=order_by,
+                                                       descending=descending, summary=s))
+              for s in (True, False)]
+    assert frames[0].height == 8
+    assert frames[0]["question_id"].to_list() == frames[1]["question_id"].to_list()
+    for col in frames[0].columns:
+        a, b = frames[0][col].to_list(), frames[1][col].to_list()
+        if frames[0][col].dtype.is_float():
+            assert a == pytest.approx(b, rel=1e-12, nan_ok=True), col
+        else:
+            assert a == b, col
+
+
+def test_question_pages_concatenate_to_the_whole_list(cur: duckdb.DuckDBPyConnection) -> None:
+    teachers = Q.run_info(cur).teacher_names
+    whole = Q.fetch_questions(cur, Q.questions_query(teachers, "rkl", order_by="hurts"))
+    pages = [Q.fetch_questions(cur, Q.questions_query(teachers, "rkl", order_by="hurts",
+                                                      limit=3, offset=o)) for o in (0, 3, 6)]
+    assert [p.height for p in pages] == [3, 3, 2]
+    assert pl.concat(pages)["question_id"].to_list() == whole["question_id"].to_list()

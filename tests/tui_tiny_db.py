@@ -108,6 +108,11 @@ def build(path: Path) -> Path:
     for q in QUESTIONS:
         con.execute("INSERT INTO summary_best VALUES ('question', ?, 'strong', 0.3, 'weak', "
                     "0.1, 5)", [q])
+    con.execute("""INSERT INTO summary_question_teacher
+        SELECT question_id, teacher, signal, count(*), avg(cos), avg(beyond),
+               count(*) FILTER (label = 'helps'), count(*) FILTER (label = 'hurts'),
+               count(*) FILTER (label = 'neutral')
+        FROM scores GROUP BY ALL""")
     create_views(con)
     con.close()
     return path

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from rich.box import SIMPLE_HEAD
 from rich.console import Group
 from rich.table import Table
@@ -16,6 +15,9 @@ from opd_tui import actions
 from opd_tui.queries import HIST_BINS, headline_query, histogram_query, histograms
 from opd_tui.render import fmt, fmt_interval, safe_text, sparkline
 from opd_tui.screens.base import OpdScreen
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class OverviewScreen(OpdScreen):
@@ -47,7 +49,7 @@ class OverviewScreen(OpdScreen):
         lines.append(f"{safe_text(str(self.opd.db.path))}\n", "bold")
         lines.append(f"student {safe_text(info.student)}   nodes {info.node_strategy}   "
                      f"signals {', '.join(info.signals)}\n")
-        for row in info.teachers.iter_rows(named=True):
+        for row in info.teachers:
             kind = "control" if row["is_control"] else row["kind"]
             lines.append(f"  {row['teacher']:<16} {kind:<8} T={fmt(row['temperature'], 1, False)}"
                          f"  {safe_text(row['description'] or '', 60)}\n")

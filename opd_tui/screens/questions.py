@@ -1,4 +1,8 @@
-"""Questions: one row per question, sortable by any column, filtered by a typed SQL WHERE."""
+"""Questions: one row per question, sortable by any column, filtered by a typed SQL WHERE.
+
+Rows arrive a page at a time: the first page on open, the next when the cursor reaches the last
+loaded row (or `G`), appended without touching the rows already in the table.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Input, Static
 
 from opd_tui import actions
-from opd_tui.queries import QueryError, fetch_questions, questions_query
+from opd_tui.queries import Query, QueryError, fetch_questions, questions_query
 from opd_tui.render import fmt, visible_token
 from opd_tui.screens.base import OpdScreen
 
@@ -34,6 +38,8 @@ class QuestionsScreen(OpdScreen):
         self.order_by = "idx"
         self.descending = False
         self.frame = pl.DataFrame()
+        self.more = False
+        """The last page was full: another may follow."""
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Input(placeholder="filter: DuckDB WHERE expression (f), e.g. accuracy < 0.5",
@@ -50,12 +56,17 @@ class QuestionsScreen(OpdScreen):
         super().selection_changed()
         self.refetch()
 
+    def _query(self, offset: int) -> Query:
+        app = self.opd
+        return questions_query(app.info.teacher_names, app.signal, where=self.where,
+                               order_by=self.order_by, descending=self.descending, limit=PAGE,
+                               offset=offset, summary=not app.db.live)
+
     def refetch(self) -> None:
+        """Sort, filter or selection changed: reload from the first page."""
         error = self.query_one("#filter-error", Static)
         try:
-            query = questions_query(self.opd.info.teacher_names, self.opd.signal,
-                                    where=self.where, order_by=self.order_by,
-                                    descending=self.descending, limit=PAGE)
+            query = self._query(0)
         except QueryError as e:
             error.update(Text(str(e)))
             return
@@ -63,9 +74,16 @@ class QuestionsScreen(OpdScreen):
         self.load("questions", lambda cur: fetch_questions(cur, query), self._show,
                   lambda e: error.update(Text(f"filter error: {e}")))
 
+    def next_page(self) -> None:
+        """Append the next page (no-op while one is loading or when none is left)."""
+        if not self.more:
+            return
+        self.more = False  # one request at a time
+        query = self._query(self.frame.height)
+        self.load("questions", lambda cur: fetch_questions(cur, query), self._append)
+
     def _show(self, frame: pl.DataFrame) -> None:
         self.query_one("#filter-error", Static).update("")
-        self.frame = frame
         table = self.query_one(DataTable)
         cursor = table.cursor_coordinate
         table.clear(columns=True)
@@ -74,12 +92,22 @@ class QuestionsScreen(OpdScreen):
             if name == self.order_by:
                 arrow = " ▼" if self.descending else " ▲"
             table.add_column(name + arrow, key=name)
-        for row in frame.iter_rows():
-            table.add_row(*(_cell(v) for v in row))
+        self.frame = frame.clear()
+        self._append(frame)
         if frame.height:
             table.cursor_coordinate = table.validate_cursor_coordinate(cursor)
-        note = f"{frame.height} rows" + (" (first page)" if frame.height >= PAGE else "")
+
+    def _append(self, page: pl.DataFrame) -> None:
+        self.frame = pl.concat([self.frame, page]) if self.frame.width else page
+        self.query_one(DataTable).add_rows([tuple(_cell(v) for v in row)
+                                            for row in page.iter_rows()])
+        self.more = page.height >= PAGE
+        note = f"{self.frame.height:,} rows" + (" (more below)" if self.more else "")
         self.update_status(note)
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        if event.coordinate.row >= self.frame.height - 1:
+            self.next_page()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.where = event.value.strip()

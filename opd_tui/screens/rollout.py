@@ -263,18 +263,11 @@ class RolloutScreen(OpdScreen):
         self.query_one(TokenView).move_to(self.token_frame.height - 1)
 
     def significant_indices(self) -> list[int]:
-        markers = self.query_one(TokenView).paint.markers
-        return [i for i, m in enumerate(markers) if m]
+        return list(self.query_one(TokenView).paint.significant)
 
     def action_significant(self, direction: int) -> None:
         view = self.query_one(TokenView)
-        hits = self.significant_indices()
-        if direction > 0:
-            after = [i for i in hits if i > view.cursor]
-            target = after[0] if after else None
-        else:
-            before = [i for i in hits if i < view.cursor]
-            target = before[-1] if before else None
+        target = view.next_significant(direction)
         if target is None:
             self.notify("no further significant token for this teacher/signal", timeout=2)
         else:

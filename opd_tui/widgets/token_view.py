@@ -2,13 +2,15 @@
 
 Only visible lines are rendered, and a cursor step refreshes just the two lines it touches, so
 stepping through a 32,000-token rollout costs the same as through a short one. The layout (which
-token starts each display line) is recomputed only when the width or the tokens change.
+token starts each display line) is recomputed only when the width or the tokens change, and
+rendered lines are kept (a few hundred `Strip`s) so a scroll by one line builds one new line, not
+a screenful.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -31,6 +33,11 @@ class TokenPaint:
     breaks: list[bool]
     styles: list[Style | None]
     markers: list[str]
+    significant: list[int] = field(default_factory=list)
+    """Indices of tokens with a marker, ascending (for n/N without scanning every token)."""
+
+    def __post_init__(self) -> None:
+        self.significant = [i for i, m in enumerate(self.markers) if m]
 
 
 class TokenView(ScrollView, can_focus=True):
@@ -49,6 +56,9 @@ class TokenView(ScrollView, can_focus=True):
         self.cursor = 0
         self._line_starts: list[int] = [0]
         self._layout_width = -1
+        self._strips: dict[int, Strip] = {}
+        """Rendered display lines by line number; dropped when layout, style or width change."""
+        self._strips_base: Style | None = None
 
     # -- data -----------------------------------------------------------------------------
 
@@ -63,7 +73,7 @@ class TokenView(ScrollView, can_focus=True):
 
     def restyle(self, styles: list[Style | None], markers: list[str]) -> None:
         """New colour layer: same layout, visible lines redrawn."""
-        self.paint.styles, self.paint.markers = styles, markers
+        self.paint = TokenPaint(self.paint.texts, self.paint.breaks, styles, markers)
         self._layout_width = -1
         self._relayout()
         self.refresh()
@@ -88,6 +98,7 @@ class TokenView(ScrollView, can_focus=True):
                 x = 0
         self._line_starts = starts
         self._layout_width = width
+        self._strips.clear()
         self.virtual_size = Size(width, len(starts))
 
     def line_of(self, index: int) -> int:
@@ -109,6 +120,8 @@ class TokenView(ScrollView, can_focus=True):
         old_line = self.line_of(self.cursor)
         self.cursor = index
         new_line = self.line_of(index)
+        self._strips.pop(old_line, None)
+        self._strips.pop(new_line, None)
         self.refresh_line(old_line)
         if new_line != old_line:
             self.refresh_line(new_line)
@@ -147,27 +160,55 @@ class TokenView(ScrollView, can_focus=True):
         elif line >= top + height:
             self.scroll_to(y=line - height + 1, animate=False, immediate=True)
 
+    def next_significant(self, direction: int) -> int | None:
+        """Index of the nearest marked token after (direction > 0) or before the cursor."""
+        hits = self.paint.significant
+        if direction > 0:
+            i = bisect_right(hits, self.cursor)
+            return hits[i] if i < len(hits) else None
+        i = bisect_left(hits, self.cursor)
+        return hits[i - 1] if i > 0 else None
+
     @property
     def page_lines(self) -> int:
         return max(self.scrollable_content_region.height - 1, 1)
 
     # -- drawing --------------------------------------------------------------------------
 
+    MAX_CACHED_LINES = 512
+
+    def notify_style_update(self) -> None:
+        """Theme or pseudo-class changed: the base style, hence every cached line, is stale."""
+        super().notify_style_update()
+        self._strips_base = None
+        self._strips.clear()
+
     def render_line(self, y: int) -> Strip:
         line = int(self.scroll_offset.y) + y
         width = self.scrollable_content_region.width
+        if self._strips_base is None:  # `rich_style` walks the DOM: once per style change
+            self._strips_base = self.rich_style
+        base = self._strips_base
         if line >= len(self._line_starts) or not self.paint.texts:
-            return Strip.blank(width, self.rich_style)
-        base = self.rich_style
+            return Strip.blank(width, base)
+        if len(self._strips) > self.MAX_CACHED_LINES:
+            self._strips.clear()
+        strip = self._strips.get(line)
+        if strip is None or strip.cell_length != width:
+            strip = self._strips[line] = self._render_display_line(line, width, base)
+        return strip
+
+    def _render_display_line(self, line: int, width: int, base: Style) -> Strip:
         segments: list[Segment] = []
+        paint = self.paint
         for i in range(self._line_starts[line], self._line_end(line)):
-            style = base + (self.paint.styles[i] or Style())
-            marker = self.paint.markers[i]
+            style = base + (paint.styles[i] or Style())
+            marker = paint.markers[i]
             if marker:
                 style += SIGNIFICANT
             if i == self.cursor:
                 style += CURSOR
-            segments.append(Segment(self.paint.texts[i], style))
+            segments.append(Segment(paint.texts[i], style))
             if marker:
                 segments.append(Segment(marker, base + MARKER))
         return Strip(segments).adjust_cell_length(width, base)
