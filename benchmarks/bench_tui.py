@@ -131,13 +131,13 @@ async def interactive(path: Path, steps: int) -> None:
         await settle()
         clock = PaintClock(app)
         shown: list[float] = []
-        original_show = QuestionsScreen._show
+        original_append = QuestionsScreen._append
 
-        def show(screen: QuestionsScreen, frame: Any) -> None:
-            original_show(screen, frame)
+        def append(screen: QuestionsScreen, frame: Any) -> None:
+            original_append(screen, frame)
             shown.append(time.perf_counter())
 
-        QuestionsScreen._show = show  # type: ignore[method-assign]
+        QuestionsScreen._append = append  # type: ignore[method-assign]
         t0 = time.perf_counter()
         await pilot.press("enter")
         await settle()

@@ -155,3 +155,48 @@ async def test_history_persists_and_browses(db: Path, tmp_path: Path) -> None:
         await pilot.press("ctrl+up")
         assert app.sql_console.query_one("#editor", TextArea).text == "SELECT 2"
     assert History.load(tmp_path / "history.jsonl").entries == ["SELECT 1", "SELECT 2"]
+
+
+async def test_console_caps_duckdb_memory(db: Path, tmp_path: Path) -> None:
+    from opd_tui.console.screen import MEMORY_LIMIT
+
+    app = Host(db, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        sandbox = app.sql_console.sandbox
+        assert sandbox is not None and MEMORY_LIMIT == "512MB"
+        limit = sandbox.cursor().execute("SELECT current_setting('memory_limit')").fetchall()
+        value, unit = limit[0][0].split()
+        assert unit == "MiB" and float(value) == pytest.approx(512e6 / 2**20, abs=0.1)
+
+
+def _screen_text(app: App[None]) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("sql, spec, title", [
+    ("SELECT pos, value FROM tokens WHERE question_id = 'q0' AND rollout = 0",
+     ("line", "pos", "value"), "value ({} resident rows)"),
+    ("SELECT question_id, value FROM tokens", ("hist", None, "value"),
+     "value ({} resident rows)"),
+    ("SELECT 'a' AS s", None, "nothing numeric to plot"),
+])
+async def test_plot_of_the_current_result(db: Path, tmp_path: Path, sql: str,
+                                          spec: tuple | None, title: str) -> None:
+    """The plot draws the resident rows only (never pulls a 10M-row result into memory)."""
+    from opd_tui.console.plot import PlotScreen
+
+    app = Host(db, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        console = app.sql_console
+        await _type_and_run(pilot, console, sql)
+        window = console.window
+        assert window is not None
+        resident = sum(1 for r in window.rows(0, window.known_rows) if r is not None)
+        assert 0 < resident < 50_000 or "WHERE" in sql or spec is None
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, PlotScreen) and app.screen.spec == spec
+        assert title.format(f"{resident:,}") in _screen_text(app)
+        await pilot.press("escape")
+        assert app.screen is console

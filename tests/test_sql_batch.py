@@ -81,3 +81,64 @@ def test_cli_entry_point_streams_to_stdout(db: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["answer", "42"]
+
+
+MIXED = ("SELECT i, i * 0.25 AS x, CASE WHEN i % 7 = 0 THEN NULL ELSE 'v' || i END AS s, "
+         "'q\"u,o' || chr(10) || 'te' AS hard, DATE '2024-01-01' + i::INT AS d "
+         "FROM range(5000) t(i)")
+
+
+def test_streamed_csv_reads_back_like_duckdbs_writer(db: Path, tmp_path: Path) -> None:
+    """stdout (streamed through pyarrow) and --output (DuckDB's COPY) parse to the same rows."""
+    import csv
+
+    code, out, _ = _run(db, MIXED, "csv")
+    assert code == 0
+    target = tmp_path / "out" / "r.csv"
+    assert _run(db, MIXED, "csv", target)[0] == 0
+    streamed = list(csv.reader(io.StringIO(out.decode())))
+    written = list(csv.reader(io.StringIO(target.read_text())))
+    assert streamed[0] == written[0] == ["i", "x", "s", "hard", "d"]
+    assert len(streamed) == len(written) == 5001
+    for a, b in zip(streamed[1:], written[1:], strict=True):
+        assert a[0] == b[0] and float(a[1]) == float(b[1]) and a[2:] == b[2:]
+
+
+def test_streamed_json_lines_match_duckdbs_writer(db: Path, tmp_path: Path) -> None:
+    code, out, _ = _run(db, MIXED, "json")
+    target = tmp_path / "out" / "r.jsonl"
+    assert code == 0 and _run(db, MIXED, "json", target)[0] == 0
+    streamed = [json.loads(x) for x in out.decode().splitlines()]
+    written = [json.loads(x) for x in target.read_text().splitlines()]
+    assert streamed == written
+
+
+class _Recorder(io.BytesIO):
+    """stdout that remembers how many bytes each write carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes.append(len(data))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_stdout_is_written_batch_by_batch(db: Path, fmt: str) -> None:
+    """A big result reaches stdout in many writes, not one file copied at the end."""
+    out, err = _Recorder(), io.StringIO()
+    assert run_query_cli(db, "SELECT range AS i FROM range(100000)", fmt, None, stdout=out,
+                         stderr=err) == 0
+    assert len(out.writes) >= 100_000 // 2048
+    lines = out.getvalue().decode().splitlines()
+    assert len(lines) == 100_000 + (fmt == "csv")
+
+
+def test_nested_columns_fall_back_to_duckdbs_csv(db: Path, tmp_path: Path) -> None:
+    sql = "SELECT [1, 2] AS l, {'a': 1} AS st"
+    code, out, _ = _run(db, sql, "csv")
+    target = tmp_path / "out" / "n.csv"
+    assert code == 0 and _run(db, sql, "csv", target)[0] == 0
+    assert out == target.read_bytes()

@@ -59,3 +59,29 @@ def test_rollout_wide_snapshot(db: Path, snap_compare) -> None:  # type: ignore[
             await _settle(pilot)
 
     assert snap_compare(_app(db), terminal_size=(150, 30), run_before=before)
+
+
+def test_console_snapshot(db: Path, tmp_path: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """The console after a preset-like query: editor with SQL highlighting, status, grid."""
+    from opd_tui.console import ConsoleScreen
+    from opd_tui.sql.history import History
+
+    app = _app(db)
+    sql = ("SELECT question_id, rollout, pos, teacher, round(cos, 3) AS cos\n"
+           "FROM scores WHERE signal = 'rkl' ORDER BY ALL LIMIT 30")
+
+    async def before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        console = ConsoleScreen(db, export_dir=tmp_path / "exports",
+                                history=History.load(tmp_path / "history.jsonl"))
+        await pilot.app.push_screen(console)
+        await _settle(pilot)
+        editor = console.query_one("#editor")
+        editor.cursor_blink = False
+        editor.text = sql
+        console.run_sql(sql)
+        await _settle(pilot)
+        console._status_rows(None)  # the status shows timings: drop them for a stable image
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=before)

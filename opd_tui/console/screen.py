@@ -33,6 +33,9 @@ from opd_tui.sql.statements import RefusedStatement, error_position
 from opd_tui.sql.stream import DEFAULT_ROW_LIMIT, RowWindow, start_query
 
 FIRST_PAGE_ROWS = 256
+MEMORY_LIMIT = "512MB"
+"""DuckDB's buffer pool cap inside the TUI: a big sort or join spills to disk instead of growing
+the process while the user scrolls."""
 EXPORT_DIR_ENV = "OPD_TUI_EXPORT_DIR"
 
 CONSOLE_ACTIONS = (
@@ -128,7 +131,7 @@ class ConsoleScreen(Screen[None]):
         path = self._path if self._path is not None else self.app.db.path  # type: ignore[attr-defined]
         export_dir = self._export_dir or os.environ.get(EXPORT_DIR_ENV)
         try:
-            self.sandbox = open_sandbox(path, export_dir)
+            self.sandbox = open_sandbox(path, export_dir, memory_limit=MEMORY_LIMIT)
         except (duckdb.Error, OSError) as e:
             self._status(f"cannot open {path} for the console: {e}", error=True)
         self.query_one("#editor", TextArea).focus()

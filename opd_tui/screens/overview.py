@@ -64,12 +64,16 @@ class OverviewScreen(OpdScreen):
         signal = self.opd.signal
         head, hist = headline_query(signal), histogram_query(signal)
         self.queries = [head, hist]
-        self.load("headline", lambda cur: (head.run(cur), hist.run(cur)), self._show,
+        # two loads: the headline reads a small summary table and paints at once; the histogram
+        # scans `scores` and follows
+        self.load("headline", head.run, self._show_headline,
                   lambda e: self.query_one("#headline", Static).update(Text(str(e), "red")))
+        self.load("histogram", hist.run, self._show_histogram)
 
-    def _show(self, result: tuple[pl.DataFrame, pl.DataFrame]) -> None:
-        frame, hist = result
+    def _show_headline(self, frame: pl.DataFrame) -> None:
         self.query_one("#headline", Static).update(headline_table(frame, self.opd.signal))
+
+    def _show_histogram(self, hist: pl.DataFrame) -> None:
         counts = histograms(hist)
         text = Text(f"alignment cos(g,d) histogram, {self.opd.signal}, bins over [-1, 1]\n",
                     "bold")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -69,6 +70,37 @@ def layer_paint(layer: Layer, tokens: pl.DataFrame, layers: pl.DataFrame,
     return styles, [marker_glyph(lb) for lb in labels]
 
 
+@dataclass
+class RolloutData:
+    """Everything the rollout view shows, built off the UI thread."""
+
+    tokens: pl.DataFrame
+    layers: pl.DataFrame
+    rollout_row: dict[str, Any]
+    paint: TokenPaint
+    layer_id: str
+    full_text: str
+    text_offsets: list[int]
+
+
+def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFrame,
+                 layer: Layer, teachers: list[str]) -> RolloutData:
+    raw_texts = tokens["token_text"].to_list()
+    texts = [
+        visible_token(t, b, is_special=bool(s))
+        for t, b, s in zip(raw_texts, tokens["token_bytes"].to_list(),
+                           tokens["is_special"].to_list(), strict=True)
+    ]
+    offsets, x = [], 0
+    for t in raw_texts:
+        offsets.append(x)
+        x += len(t or "")
+    styles, markers = layer_paint(layer, tokens, layers, teachers)
+    paint = TokenPaint(texts, [ends_line(t) for t in raw_texts], styles, markers)
+    return RolloutData(tokens, layers, rollouts.row(0, named=True) if rollouts.height else {},
+                       paint, layer.id, "".join(t or "" for t in raw_texts).lower(), offsets)
+
+
 class RolloutScreen(OpdScreen):
     scope = "rollout"
     BINDINGS = actions.bindings("rollout")
@@ -133,43 +165,34 @@ class RolloutScreen(OpdScreen):
     # -- loading --------------------------------------------------------------------------
 
     def load_rollout(self, question_id: str, rollout: int, pos: int = 0) -> None:
+        """Fetch the rollout and build its paint (32k tokens: ~1 s of Python) in a worker."""
         self.question_id, self.rollout = question_id, rollout
         self.loaded = False
         teacher, signal = self.opd.teacher, self.opd.signal
+        layer, teachers = self.layer, self.opd.info.non_control
         tq, lq = tokens_query(question_id, rollout), layers_query(question_id, rollout, teacher,
                                                                    signal)
         rq = Query("SELECT * FROM rollouts WHERE question_id = ? AND rollout = ?",
                    (question_id, rollout))
 
-        def fetch(cur: Any) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-            return tq.run(cur), lq.run(cur), rq.run(cur)
+        def fetch(cur: Any) -> RolloutData:
+            tokens, layers = tq.run(cur), lq.run(cur)
+            return rollout_data(tokens, layers, rq.run(cur), layer, teachers)
 
         self.queries = [tq, lq]
         self.load("rollout", fetch, lambda r: self._show_rollout(r, pos))
 
-    def _show_rollout(self, result: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
-                      pos: int) -> None:
-        self.token_frame, self.layer_frame, rollouts = result
-        self.rollout_row = rollouts.row(0, named=True) if rollouts.height else {}
-        raw_texts = self.token_frame["token_text"].to_list()
-        texts = [
-            visible_token(t, b, is_special=bool(s))
-            for t, b, s in zip(raw_texts, self.token_frame["token_bytes"].to_list(),
-                               self.token_frame["is_special"].to_list(), strict=True)
-        ]
-        styles, markers = self._layer_paint()
-        self._full_text = "".join(t or "" for t in raw_texts).lower()
-        offsets, x = [], 0
-        for t in raw_texts:
-            offsets.append(x)
-            x += len(t or "")
-        self._text_offsets = offsets
-        paint = TokenPaint(texts, [ends_line(t) for t in raw_texts], styles, markers)
+    def _show_rollout(self, data: RolloutData, pos: int) -> None:
+        self.token_frame, self.layer_frame = data.tokens, data.layers
+        self.rollout_row = data.rollout_row
+        self._full_text, self._text_offsets = data.full_text, data.text_offsets
+        if self.layer.id != data.layer_id:  # the layer changed while loading
+            data.paint = TokenPaint(data.paint.texts, data.paint.breaks, *self._layer_paint())
         index = self._index_of(pos)
-        self.query_one(TokenView).set_tokens(paint, index)
+        self.query_one(TokenView).set_tokens(data.paint, index)
         self.loaded = True
         self._update_title()
-        if not texts:
+        if not data.paint.texts:
             self.query_one(Inspector).show(Text("this rollout has no tokens", "dim"))
 
     def _index_of(self, pos: int) -> int:
@@ -196,21 +219,29 @@ class RolloutScreen(OpdScreen):
         self.update_status()
 
     def selection_changed(self) -> None:
-        """Teacher or signal changed: only the layer columns are refetched."""
+        """Teacher or signal changed: only the layer columns are refetched and repainted."""
         super().selection_changed()
         if not self.loaded:
             return
         lq = layers_query(self.question_id, self.rollout, self.opd.teacher, self.opd.signal)
         self.queries = [self.queries[0], lq]
-        self.load("layers", lq.run, self._show_layers)
+        tokens, layer, teachers = self.token_frame, self.layer, self.opd.info.non_control
+
+        def fetch(cur: Any) -> tuple[pl.DataFrame, Layer, tuple[list[Style | None], list[str]]]:
+            layers = lq.run(cur)
+            return layers, layer, layer_paint(layer, tokens, layers, teachers)
+
+        self.load("layers", fetch, self._show_layers)
 
     def reload(self) -> None:
         view = self.query_one(TokenView)
         self.load_rollout(self.question_id, self.rollout, self._pos_at(view.cursor))
 
-    def _show_layers(self, layers: pl.DataFrame) -> None:
-        self.layer_frame = layers
-        self.query_one(TokenView).restyle(*self._layer_paint())
+    def _show_layers(
+        self, result: tuple[pl.DataFrame, Layer, tuple[list[Style | None], list[str]]]
+    ) -> None:
+        self.layer_frame, layer, paint = result
+        self.query_one(TokenView).restyle(*(paint if layer == self.layer else self._layer_paint()))
         self._update_title()
 
     # -- inspector ------------------------------------------------------------------------

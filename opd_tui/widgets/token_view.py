@@ -152,13 +152,15 @@ class TokenView(ScrollView, can_focus=True):
         return len(self.paint.texts)
 
     def scroll_to_cursor(self) -> None:
+        """Keep the cursor visible; when it leaves the view, re-centre on it (vim's
+        `scrolljump=-50`): a scroll repaints every visible line, so stepping line by line past
+        the edge scrolls once per half screen instead of on every step."""
         line = self.line_of(self.cursor)
         top = int(self.scroll_offset.y)
         height = max(self.scrollable_content_region.height, 1)
-        if line < top:
-            self.scroll_to(y=line, animate=False, immediate=True)
-        elif line >= top + height:
-            self.scroll_to(y=line - height + 1, animate=False, immediate=True)
+        if top <= line < top + height:
+            return
+        self.scroll_to(y=max(line - height // 2, 0), animate=False, immediate=True)
 
     def next_significant(self, direction: int) -> int | None:
         """Index of the nearest marked token after (direction > 0) or before the cursor."""
