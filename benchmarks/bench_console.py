@@ -11,6 +11,7 @@ page: with the bounded page cache, RSS should stay flat however far one scrolls.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from engine.fixtures import write_fixture_db
+from opd_tui.console.screen import MEMORY_LIMIT
 from opd_tui.sql import RowWindow, open_sandbox, start_query
 
 SQL = "SELECT * FROM scores"
@@ -36,7 +38,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=2500)
     ap.add_argument("--max-len", type=int, default=8000)
     ap.add_argument("--scroll-rows", type=int, default=2_000_000)
-    ap.add_argument("--memory-limit", default="256MB", help="DuckDB buffer pool cap ('' = none)")
+    ap.add_argument("--memory-limit", default=MEMORY_LIMIT,
+                    help="DuckDB buffer pool cap, as in the console ('' = none)")
     args = ap.parse_args()
     db = args.db
     if db is None:
@@ -73,6 +76,7 @@ def main() -> None:
         if start % (args.scroll_rows // 10) < 2048:
             samples.append((start, rss_mib()))
     scroll_s = time.perf_counter() - t0
+    print(f"load average {os.getloadavg()[0]:.2f}; memory_limit {args.memory_limit}")
     print(f"tokens {tokens:,}  scores rows {scores:,}")
     print(f"DuckDB first batch (baseline): {duck_first * 1000:.0f} ms")
     print(f"console first page: {first_page * 1000:.0f} ms "

@@ -60,6 +60,10 @@ class Query:
         assert isinstance(frame, pl.DataFrame)
         return frame
 
+    def rows(self, cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        """Small results as dicts: no Polars import, so the first screen can paint before it."""
+        return _dict_rows(cur.execute(self.sql, list(self.params)))
+
     def inline(self) -> str:
         parts = self.sql.split("?")
         if len(parts) - 1 != len(self.params):
@@ -240,9 +244,13 @@ def histogram_query(signal: str, metric: str = "cos", bins: int = HIST_BINS) -> 
     )
 
 
-def histograms(frame: pl.DataFrame, bins: int = HIST_BINS) -> dict[str, list[int]]:
+def histograms(frame: pl.DataFrame | list[dict[str, Any]],
+               bins: int = HIST_BINS) -> dict[str, list[int]]:
+    """Per teacher, counts by bin from `histogram_query`'s frame or `Query.rows`."""
     out: dict[str, list[int]] = {}
-    for teacher, b, n in frame.iter_rows():
+    rows = frame.iter_rows() if hasattr(frame, "iter_rows") else (
+        tuple(r.values()) for r in frame)
+    for teacher, b, n in rows:
         out.setdefault(teacher, [0] * bins)[b] = int(n)
     return out
 

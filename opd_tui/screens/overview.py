@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.box import SIMPLE_HEAD
 from rich.console import Group
@@ -15,9 +15,6 @@ from opd_tui import actions
 from opd_tui.queries import HIST_BINS, headline_query, histogram_query, histograms
 from opd_tui.render import fmt, fmt_interval, safe_text, sparkline
 from opd_tui.screens.base import OpdScreen
-
-if TYPE_CHECKING:
-    import polars as pl
 
 
 class OverviewScreen(OpdScreen):
@@ -66,14 +63,14 @@ class OverviewScreen(OpdScreen):
         self.queries = [head, hist]
         # two loads: the headline reads a small summary table and paints at once; the histogram
         # scans `scores` and follows
-        self.load("headline", head.run, self._show_headline,
+        self.load("headline", head.rows, self._show_headline,
                   lambda e: self.query_one("#headline", Static).update(Text(str(e), "red")))
-        self.load("histogram", hist.run, self._show_histogram)
+        self.load("histogram", hist.rows, self._show_histogram)
 
-    def _show_headline(self, frame: pl.DataFrame) -> None:
+    def _show_headline(self, frame: list[dict[str, Any]]) -> None:
         self.query_one("#headline", Static).update(headline_table(frame, self.opd.signal))
 
-    def _show_histogram(self, hist: pl.DataFrame) -> None:
+    def _show_histogram(self, hist: list[dict[str, Any]]) -> None:
         counts = histograms(hist)
         text = Text(f"alignment cos(g,d) histogram, {self.opd.signal}, bins over [-1, 1]\n",
                     "bold")
@@ -87,13 +84,13 @@ class OverviewScreen(OpdScreen):
         self.opd.open_questions()
 
 
-def headline_table(frame: pl.DataFrame, signal: str) -> Group:
+def headline_table(frame: list[dict[str, Any]], signal: str) -> Group:
     """Two tables that each fit 80 columns: alignment with label shares, then gain/advantage."""
     align = _table(f"alignment, signal {signal}: mean[5%,95%] over a bootstrap of questions",
                    ("cos", "beyond", "+/-/0 %", "n", "∅%"))
     effect = _table("effect size: gain <g,d> and teacher advantage", ("gain", "advantage"))
     was_control = False
-    for row in frame.iter_rows(named=True):
+    for row in frame:
         if row["is_control"] and not was_control:
             align.add_section()
             effect.add_section()
@@ -104,7 +101,7 @@ def headline_table(frame: pl.DataFrame, signal: str) -> Group:
     notes = Text("on: inc/cor = incorrect/correct rollouts. Below the line, in italics: the "
                  "controls, the baseline a teacher must beat. beyond = alignment beyond "
                  "sharpening (exact split for rkl only).", "dim")
-    if frame.is_empty():
+    if not frame:
         notes = Text("no summaries yet (a live run gets them at merge)", "dim")
     return Group(align, effect, notes)
 
