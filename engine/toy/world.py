@@ -95,18 +95,18 @@ def recipes(mini: bool) -> dict[str, Recipe]:
     return {
         "student": Recipe(
             arch=Arch(hidden=64, layers=2, heads=4, ffn=256),
-            steps=900,
-            eval_every=50,
+            steps=1600,
+            eval_every=100,
             bug_rate=0.9,
             p_answer_context=0.25,
             p_solution_context=0.25,
         ),
         "strong": Recipe(
-            arch=Arch(hidden=128, layers=2, heads=4, ffn=512), steps=800, eval_every=50
+            arch=Arch(hidden=128, layers=2, heads=4, ffn=512), steps=1000, eval_every=50
         ),
         "specialist": Recipe(
             arch=Arch(hidden=96, layers=2, heads=4, ffn=384),
-            steps=600,
+            steps=800,
             eval_every=50,
             p_sub=0.85,
             p_misconception_case=0.7,
