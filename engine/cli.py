@@ -328,12 +328,17 @@ def toy_build(
     from engine.toy.world import build_world
 
     def make_demo(config_path: Path) -> None:
+        import shutil
+        from dataclasses import replace
+
         from engine.config import parse_config
 
         cfg = parse_config(config_path)
+        work = out_dir / ".demo-run"
+        cfg = replace(cfg, output_dir=work.resolve())
         _run(cfg, limit=0, fresh=True)
-        db = cfg.output_dir / "run.duckdb"
-        db.replace(out_dir / "demo.duckdb")
+        (work / "run.duckdb").replace(out_dir / "demo.duckdb")
+        shutil.rmtree(work, ignore_errors=True)
 
     build_world(out_dir, mini=mini, make_demo_db=make_demo if demo_db else None)
 

@@ -177,6 +177,18 @@ class RunConfig:
         for k in ("source", "output_dir", "raw_toml", "memory"):
             d.pop(k)
         d["continuations"].pop("batch_size")
+        base = Path(self.source).resolve().parent
+
+        def portable(p: str) -> str:  # the same config in another checkout hashes the same
+            try:
+                return str(Path(p).resolve().relative_to(base))
+            except ValueError:
+                return p
+
+        d["student"]["model"] = portable(d["student"]["model"])
+        d["data"]["path"] = portable(d["data"]["path"])
+        for t in d["teachers"]:
+            t["model"] = portable(t["model"]) if t["model"] else ""
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

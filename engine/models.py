@@ -23,6 +23,27 @@ class ModelLoadError(Exception):
     """A model or tokenizer could not be loaded; the message names it and the fix."""
 
 
+def tune_allocator() -> bool:
+    """Serve large CPU buffers with mmap so they go back to the OS when freed.
+
+    Full-vocabulary chunks (tens of MB each, allocated and freed thousands of times by several
+    torch threads) otherwise fragment glibc's per-thread heaps: measured on a 152k vocabulary,
+    a 4k-token rollout grew the process by 13 GB instead of 0.35 GB. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

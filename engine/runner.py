@@ -32,6 +32,7 @@ from engine.models import (
     load_model,
     resolve_device,
     resolve_dtype,
+    tune_allocator,
 )
 from engine.node_scores import score_nodes
 from engine.nodes import candidate_set, select_nodes
@@ -62,6 +63,7 @@ class World:
 
 
 def load_world(cfg: RunConfig) -> World:
+    tune_allocator()
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     student = load_model(cfg.student.model, device=device, dtype=dtype, name="student")
@@ -444,6 +446,25 @@ def environment(world: World) -> dict[str, Any]:
     }
 
 
+def model_fingerprints(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Weights each configuration used: path, bytes and (up to 2 GB) a sha256 of the files."""
+    import hashlib
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, path in [("student", cfg.student.model)] + [
+            (t.name, t.model) for t in cfg.teachers if t.model]:
+        files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+        size = sum(f.stat().st_size for f in files)
+        entry: dict[str, Any] = {"path": path, "bytes": size}
+        if files and size <= 2 << 30:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.read_bytes())
+            entry["sha256"] = h.hexdigest()
+        out[name] = entry
+    return out
+
+
 def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
     teachers = cfg.all_teachers
     sig_loss = {"rkl": "KL(p || q)", "fkl": "KL(q || p)",
@@ -455,6 +476,9 @@ def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
             "config_toml": cfg.raw_toml, "config_hash": cfg.fingerprint(),
             "config_path": str(cfg.source), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": env, "student_model": cfg.student.model,
+            "models": model_fingerprints(cfg),
+            "batch_plan": {"continuations_batch_size": cfg.continuations.batch_size,
+                           "score_chunk": cfg.memory.score_chunk},
             "node_strategy": cfg.nodes.strategy, "continuations_n": str(cfg.continuations.n),
             "rollouts_g": str(cfg.sampling.rollouts), "seed": str(cfg.seed),
             "bootstrap_draws": str(cfg.bootstrap_draws),
