@@ -175,12 +175,12 @@ def _run(cfg, *, limit: int, fresh: bool) -> None:  # noqa: ANN001 - RunConfig, 
 
 def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
     from engine import schema
-    from engine.report import print_summary
+    from engine.report import print_summary, wide_console
 
     con = schema.open_run(path)
     try:
         schema.check_schema(con)
-        print_summary(con, out, signals=signals)
+        print_summary(con, wide_console(), signals=signals)
     finally:
         con.close()
 

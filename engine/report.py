@@ -11,6 +11,9 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+_SIGNAL_NAMES = {"rkl": "reverse KL", "fkl": "forward KL", "jsd": "JSD",
+                 "sampled": "sampled-token"}
+
 
 def _fmt(mean: float | None, lo: float | None, hi: float | None, digits: int = 3) -> str:
     if mean is None:
@@ -20,11 +23,19 @@ def _fmt(mean: float | None, lo: float | None, hi: float | None, digits: int = 3
     return f"{mean:+.{digits}f} [{lo:+.{digits}f},{hi:+.{digits}f}]"
 
 
-def _fmt_gain(mean: float | None, lo: float | None, hi: float | None) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:+.2e}" + (f" [{lo:+.1e},{hi:+.1e}]" if lo is not None and hi is not None
-                             else "")
+def wide_console() -> Console:
+    """Summary tables need ~175 columns; wider than the terminal they wrap rather than crop."""
+    probe = Console()
+    return Console(width=max(probe.width, 175)) if not probe.is_terminal or probe.width < 175 \
+        else probe
+
+
+def _fmt_milli(mean: float | None, lo: float | None, hi: float | None) -> str:
+    """Gains and advantages are small probabilities: shown in thousandths."""
+    def scale(x: float | None) -> float | None:
+        return None if x is None else 1e3 * x
+
+    return _fmt(scale(mean), scale(lo), scale(hi), digits=2)
 
 
 def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None,
@@ -59,28 +70,35 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
             keys.append(k)
             cell[k] = {}
         cell[k][metric] = (n, null, mean, lo, hi, helps, hurts, neutral)
-    table = Table(title="Alignment with the ideal direction (mean [90% question-bootstrap CI])",
-                  show_lines=False)
-    for col in ("teacher", "signal", "rollouts", "n", "NULL", "cos (plain)",
-                "beyond sharpening", "gain <g,d>", "advantage", "helps/hurts/neutral"):
-        table.add_column(col, no_wrap=True)
-    last_ctrl = None
+    by_signal: dict[str, list[tuple]] = {}
     for k in keys:
-        ctrl, t, sig, corr = k
-        c = cell[k]
-        if last_ctrl is False and ctrl:
-            table.add_section()
-        last_ctrl = ctrl
-        cos = c.get("cos", (0, None, None, None, None, None, None, None))
-        bey = c.get("beyond", (0, None, None, None, None, None, None, None))
-        gain = c.get("gain", (0, None, None, None, None, None, None, None))
-        adv = c.get("advantage", (0, None, None, None, None, None, None, None))
-        hhn = "–" if cos[5] is None else f"{cos[5]:.2f}/{cos[6]:.2f}/{cos[7]:.2f}"
-        name = f"{t} (control)" if ctrl else t
-        table.add_row(name, sig, corr, str(cos[0]), "–" if cos[1] is None else f"{cos[1]:.0%}",
-                      _fmt(*cos[2:5]), _fmt(*bey[2:5]), _fmt_gain(*gain[2:5]),
-                      _fmt_gain(*adv[2:5]), hhn)
-    console.print(table)
+        by_signal.setdefault(k[2], []).append(k)
+    order = [sg for sg in ("rkl", "fkl", "jsd", "sampled") if sg in by_signal]
+    empty = (0, None, None, None, None, None, None, None)
+    for sig in order:
+        note = " (beyond-sharpening split exact)" if sig == "rkl" else \
+            " (beyond sharpening: approximate for this signal)" if sig != "sampled" else ""
+        table = Table(title=f"{_SIGNAL_NAMES.get(sig, sig)}{note}: mean [90% question-bootstrap "
+                      "CI]", title_justify="left")
+        for col in ("teacher", "rollouts", "n", "NULL", "cos (plain)", "beyond sharpening",
+                    "gain ×1e-3", "advantage ×1e-3", "helps/hurts/neutral"):
+            table.add_column(col, no_wrap=True)
+        last_ctrl = None
+        for k in by_signal[sig]:
+            ctrl, t, _, corr = k
+            c = cell[k]
+            if last_ctrl is False and ctrl:
+                table.add_section()
+            last_ctrl = ctrl
+            cos, bey = c.get("cos", empty), c.get("beyond", empty)
+            gain, adv = c.get("gain", empty), c.get("advantage", empty)
+            hhn = "–" if cos[5] is None else f"{cos[5]:.2f}/{cos[6]:.2f}/{cos[7]:.2f}"
+            table.add_row(f"{t}*" if ctrl else t, corr, str(cos[0]),
+                          "–" if cos[1] is None else f"{cos[1]:.0%}", _fmt(*cos[2:5]),
+                          _fmt(*bey[2:5]), _fmt_milli(*gain[2:5]), _fmt_milli(*adv[2:5]), hhn)
+        console.print(table)
+    console.print("* control: the baseline a teacher must beat (sharpened student: no knowledge; "
+                  "softened teacher: same knowledge, less confident)")
     best = con.execute("""SELECT scope, key, best_teacher, best_mean, runner_up, margin, n
                           FROM summary_best WHERE scope IN ('run', 'family')
                           ORDER BY scope DESC, key""").fetchall()
