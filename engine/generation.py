@@ -67,6 +67,49 @@ def _cache_from_rows(layers: Sequence[tuple[Tensor, Tensor]], lengths: Tensor) -
     return out, valid.long()
 
 
+def _preallocated_layer_class() -> type:
+    """A DynamicLayer that writes into a buffer sized for the whole decode.
+
+    DynamicLayer grows by concatenation, copying the whole cache at every step (a third of the
+    decode time on small models); here each step writes one slot and exposes a view.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._k = keys.new_zeros(b, h, capacity, d)
+            self._v = values.new_zeros(b, h, capacity, values.shape[-1])
+            self._k[:, :, :n] = keys
+            self._v[:, :, :n] = values
+            self._n = n
+            self.device, self.is_initialized = keys.device, True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys = self._k[:, :, : self._n]
+            self.values = self._v[:, :, : self._n]
+
+        def update(self, key_states: Tensor, value_states: Tensor, *args: object,
+                   **kwargs: object) -> tuple[Tensor, Tensor]:
+            q = key_states.shape[-2]
+            if self._n + q > self._k.shape[-2]:  # outgrown: fall back to growing
+                self._k = torch.cat([self._k, torch.zeros_like(self._k)], dim=-2)
+                self._v = torch.cat([self._v, torch.zeros_like(self._v)], dim=-2)
+            self._k[:, :, self._n : self._n + q] = key_states
+            self._v[:, :, self._n : self._n + q] = value_states
+            self._n += q
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Tensor) -> None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+    return PreallocatedLayer
+
+
 @torch.no_grad()
 def prefix_cache(lm: LoadedModel, ids: list[int]) -> list[tuple[Tensor, Tensor]]:
     """Key/value cache of one sequence (all its tokens), as per-layer tensors."""
@@ -101,6 +144,9 @@ def decode(
     lengths = torch.tensor(prefix_lens, device=dev)
     rows, attn = _cache_from_rows(layers, lengths)
     cache = DynamicCache(ddp_cache_data=rows)
+    layer_cls = _preallocated_layer_class()
+    capacity = attn.shape[1] + int(max(max_steps, default=0)) + 1
+    cache.layers = [layer_cls(layer.keys, layer.values, capacity) for layer in cache.layers]
     tokens = torch.tensor(first_tokens, device=dev)
     pos = lengths.clone()
     step = np.asarray(first_steps, dtype=np.int64)

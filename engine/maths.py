@@ -403,12 +403,23 @@ def jeffreys_draws(
 def interval(
     x_draws: np.ndarray, lo: float = 0.05, hi: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) quantiles over draws (axis 0), ignoring NaN draws; NaN where all draws are NaN."""
-    x = _a(x_draws)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, as intended
-        q = np.nanquantile(x, [lo, hi], axis=0)
-    return q[0], q[1]
+    """(lo, hi) quantiles over draws (axis 0), ignoring NaN draws; NaN where all draws are NaN.
+
+    Same values as np.nanquantile (linear interpolation), vectorised: nanquantile loops over
+    columns in Python and was a tenth of a question's time.
+    """
+    x = np.sort(_a(x_draws), axis=0)  # NaN sorts last
+    count = (~np.isnan(x)).sum(0)
+    out = []
+    for q in (lo, hi):
+        h = q * np.maximum(count - 1, 0)
+        below = np.floor(h).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        a = np.take_along_axis(x, below[None], 0)[0]
+        b = np.take_along_axis(x, above[None], 0)[0]
+        v = a + (h - below) * (b - a)
+        out.append(np.where(count > 0, v, np.nan))
+    return out[0], out[1]
 
 
 def label(lo: np.ndarray, hi: np.ndarray, g_zero_share: np.ndarray) -> np.ndarray:

@@ -568,3 +568,19 @@ def test_proxies_against_direct_formulas(logits) -> None:
     same = proxies(logp, logp, logp.argmax(-1), 3)
     assert torch.allclose(same["js"], torch.zeros(P, dtype=torch.float64), atol=1e-12)
     assert (same["sampled_rank"] == 1).all()
+
+
+def test_interval_matches_nanquantile_with_nan_columns() -> None:
+    import warnings
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4, 6, 9))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:, 0, 0, 0] = np.nan  # all NaN
+    x[:199, 1, 1, 1] = np.nan  # a single valid draw
+    lo, hi = interval(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanquantile(x, [0.05, 0.95], axis=0)
+    assert np.allclose(lo, ref[0], equal_nan=True) and np.allclose(hi, ref[1], equal_nan=True)
+    assert np.isnan(lo[0, 0, 0]) and lo[1, 1, 1] == hi[1, 1, 1]
