@@ -578,6 +578,7 @@ def test_interval_matches_nanquantile_with_nan_columns() -> None:
     x[rng.random(x.shape) < 0.3] = np.nan
     x[:, 0, 0, 0] = np.nan  # all NaN
     x[:199, 1, 1, 1] = np.nan  # a single valid draw
+    x[199, 1, 1, 1] = 0.5
     lo, hi = interval(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
