@@ -33,7 +33,9 @@ def _wait_for(session: str, text: str, timeout: float = 20.0) -> str:
 def test_real_terminal_session(tmp_path: Path) -> None:
     db = tui_tiny_db.build(tmp_path / "tiny.duckdb")
     session = f"opd-tui-test-{tmp_path.name}"
-    command = f"cd {REPO} && PYTHONPATH={REPO} {sys.executable} -m opd_tui.cli {db}"
+    # COLUMNS/LINES leak into tmux from some test runners and would pin the app at 80x24
+    command = (f"cd {REPO} && env -u COLUMNS -u LINES PYTHONPATH={REPO} {sys.executable} "
+               f"-m opd_tui.cli {db}")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
                     command], check=True)
     try:
