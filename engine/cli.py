@@ -117,7 +117,7 @@ def run(
                   f"set: [b]opd-engine run {shown} --out runs/demo-full[/b]")
 
 
-def _run(cfg, *, limit: int, fresh: bool) -> None:  # noqa: ANN001 - RunConfig, imported lazily
+def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noqa: ANN001
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -170,7 +170,9 @@ def _run(cfg, *, limit: int, fresh: bool) -> None:  # noqa: ANN001 - RunConfig, 
     db = store.merge(cfg.output_dir, extra_meta={"timings": runner.timings_json(results, wall)},
                      draws=cfg.bootstrap_draws, seed=cfg.seed)
     _print_info(db)
-    out.print(f"\nwrote {db}  ({wall:.1f}s)   explore it: [b]opd-tui {db}[/b]")
+    if announce:
+        out.print(f"\nwrote {db}  ({wall:.1f}s)   explore it: [b]opd-tui {db}[/b]")
+    return db
 
 
 def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
@@ -336,11 +338,13 @@ def toy_build(
         cfg = parse_config(config_path)
         work = out_dir / ".demo-run"
         cfg = replace(cfg, output_dir=work.resolve())
-        _run(cfg, limit=0, fresh=True)
-        (work / "run.duckdb").replace(out_dir / "demo.duckdb")
+        _run(cfg, limit=0, fresh=True, announce=False).replace(out_dir / "demo.duckdb")
         shutil.rmtree(work, ignore_errors=True)
 
+    t0 = time.perf_counter()
     build_world(out_dir, mini=mini, make_demo_db=make_demo if demo_db else None)
+    out.print(f"\ntoy world built in {time.perf_counter() - t0:.0f}s: {out_dir}"
+              + (f"   explore it: [b]opd-tui {out_dir / 'demo.duckdb'}[/b]" if demo_db else ""))
 
 
 def main() -> None:
