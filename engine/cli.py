@@ -347,6 +347,28 @@ def toy_build(
               + (f"   explore it: [b]opd-tui {out_dir / 'demo.duckdb'}[/b]" if demo_db else ""))
 
 
+@toy_app.command("findings")
+def toy_findings(
+    path: Annotated[Path, typer.Argument(help="demo database")] = SAMPLE_DATA / "demo.duckdb",
+) -> None:
+    """What the toy demo shows: alignment per node class, specialist vs strong, switching.
+
+    [b]Example[/b]:  opd-engine toy findings
+    """
+    from engine import schema
+    from engine.report import wide_console
+    from engine.toy.findings import print_findings
+
+    try:
+        if not path.exists():
+            raise UserError(f"{path} does not exist; build it with `opd-engine toy build`")
+        con = schema.open_run(path)
+        schema.check_schema(con)
+    except _user_errors() as e:
+        _fail(e)
+    print_findings(con, wide_console())
+
+
 def main() -> None:
     app()
 
