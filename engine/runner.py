@@ -278,7 +278,7 @@ def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], Qu
                          draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r)
         pcos = _param_cosines(world, seeded, scorer, resp, nodes, ns, sc) \
             if cfg.param_check.nodes else {}
-        _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names, controls,
+        _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names,
                         cfg.signals.families, world.texts, pcos)
 
     stats.seconds = time.perf_counter() - t0
@@ -343,12 +343,11 @@ def _param_cosines(world: World, seeded: Seeded, scorer: Scorer, resp: list[int]
 
 def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.ndarray,
                     node_cands: dict, ns: Any, sc: Any, cont: Any, names: list[str],
-                    controls: list[bool], families: tuple[str, ...], texts: TokenTexts,
+                    families: tuple[str, ...], texts: TokenTexts,
                     param_cos: dict[tuple[int, int, int], float]) -> None:
     from engine import maths
 
     m = len(nodes)
-    T, F = len(names), len(families)
     pos = nodes.astype(int).tolist()
     gh = (sc.g * ns.h_cand).sum(-1)
     node_null = np.where((sc.g == 0).all(-1), "no_signal", None)
@@ -375,12 +374,11 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                      s_lo=float(sc.s_lo[i, j]), s_hi=float(sc.s_hi[i, j]),
                      g=float(sc.g[i, j]), h=float(ns.h_cand[i, j]),
                      text_success=o.text_success, text_failure=o.text_failure)
-            for ti, name in enumerate(names):
+            for name in names:
                 d = {f"d_{f}": (float(ns.d_cand[(name, f)][i, j]) if f in families else None)
                      for f in schema.SIGNALS}
                 rows.add("candidate_teacher", question_id=qid, rollout=r, pos=t, cand=j,
                          teacher=name, q=float(ns.q[name][i, j]), **d)
-                del ti
     # node_teacher
     for ti, name in enumerate(names):
         px = ns.proxies[name]
@@ -418,7 +416,6 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                                                                    None, lab_b)),
                         null_reason=list(reasons[ti, fi]),
                         param_cos=[param_cos.get((ti, fi, i)) for i in range(m)])
-    del T, F, controls
 
 
 def failed_question_tables(q: Question, error: str, seconds: float) -> dict[str, pa.Table]:

@@ -34,7 +34,7 @@ def part_name(idx: int, question_id: str) -> str:
 
 
 def _typed_table(con: duckdb.DuckDBPyConnection, t: Table, rows: pa.Table | None) -> None:
-    con.execute(t.ddl().replace(f"CREATE TABLE {t.name}", f"CREATE TABLE {t.name}"))
+    con.execute(t.ddl())
     if rows is not None and rows.num_rows:
         cols = ", ".join(f'"{c}"' for c in rows.column_names)
         con.register("_rows", rows)
