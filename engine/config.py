@@ -124,6 +124,7 @@ class ControlConfig:
 class MemoryConfig:
     max_resident_models: int = 0  # 0 = no limit
     score_chunk: int = 256  # positions per full-vocabulary chunk
+    question_batch: int = 8  # questions per model visit when max_resident_models > 0
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "controls": {"sharpened": (bool, True), "sharpened_temperature": ((int, float), 0.5),
                  "softened": (bool, True), "softened_temperature": ((int, float), 2.0)},
     "bootstrap": {"draws": (int, 200)},
-    "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256)},
+    "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256),
+               "question_batch": (int, 8)},
     "param_check": {"nodes": (int, 0), "groups": (list, [])},
 }
 _TEACHER_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
@@ -351,6 +353,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
     _check_range(problems, "[memory]", mm["max_resident_models"] >= 0,
                  "max_resident_models must be >= 0 (0 = no limit)")
     _check_range(problems, "[memory]", mm["score_chunk"] >= 1, "score_chunk must be >= 1")
+    _check_range(problems, "[memory]", mm["question_batch"] >= 1,
+                 "question_batch must be >= 1")
     pc = s["param_check"]
     _check_range(problems, "[param_check]", pc["nodes"] >= 0, "nodes must be >= 0 (0 = off)")
     _check_range(problems, "[param_check]", all(isinstance(g, str) for g in pc["groups"]),
@@ -455,7 +459,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
         controls=ControlConfig(cc["sharpened"], float(cc["sharpened_temperature"]),
                                cc["softened"], float(cc["softened_temperature"])),
         bootstrap_draws=s["bootstrap"]["draws"],
-        memory=MemoryConfig(mm["max_resident_models"], mm["score_chunk"]),
+        memory=MemoryConfig(mm["max_resident_models"], mm["score_chunk"],
+                            mm["question_batch"]),
         param_check=ParamCheckConfig(pc["nodes"], tuple(pc["groups"])),
         raw_toml=raw_toml,
     )

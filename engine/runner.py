@@ -150,8 +150,9 @@ class Seeded:
     hidden: list[list[Any]]
 
 
-def seed_question(world: World, q: Question) -> Seeded:
-    """Render every prompt, sample the G rollouts, verify them, run every model's trunk."""
+def seed_question(world: World, q: Question, *, trunks: bool = True) -> Seeded:
+    """Render every prompt, sample the G rollouts, verify them, run every model's trunk
+    (`trunks=False` leaves that to `batch_trunks`, which visits each model once per batch)."""
     cfg = world.cfg
     student_text, student_ids = _prompt(world, None, q)
     teacher_prompts = {t.name: _prompt(world, t, q) for t in world.teachers}
@@ -172,11 +173,32 @@ def seed_question(world: World, q: Question) -> Seeded:
     with world.pool.use(world.student):
         responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
                                     cfg.sampling.max_new_tokens, world.eos)
-    hidden = response_hidden(world.pool, sources, responses)
+    hidden = response_hidden(world.pool, sources, responses) if trunks else []
     texts = world.student.tokenizer.batch_decode(responses, skip_special_tokens=True)
     verdicts = world.verifier.verify_many(texts, q)
     return Seeded(student_text, student_ids, teacher_prompts, sources, views, responses, texts,
                   verdicts, hidden)
+
+
+def batch_trunks(world: World, batch: list[Seeded]) -> None:
+    """Hidden states for a batch of seeded questions, bringing each model in once.
+
+    With `max_resident_models = 1` this turns (teachers + 1) swaps per question into
+    (teachers + 1) per batch of questions.
+    """
+    models: dict[int, LoadedModel] = {}
+    for s in batch:
+        s.hidden = [[None] * len(s.sources) for _ in s.responses]
+        for src in s.sources:
+            models.setdefault(id(src.lm), src.lm)
+    for lm in models.values():
+        with world.pool.use(lm):
+            for s in batch:
+                idxs = [i for i, src in enumerate(s.sources) if src.lm is lm]
+                part = response_hidden(world.pool, [s.sources[i] for i in idxs], s.responses)
+                for r in range(len(s.responses)):
+                    for j, i in enumerate(idxs):
+                        s.hidden[r][i] = part[r][j]
 
 
 @dataclass
@@ -209,13 +231,14 @@ def plan_nodes(world: World, seeded: Seeded, r: int) -> NodePlan:
     return NodePlan(scorer, sp, cands, select_nodes(cfg.nodes, sp.entropy, cost, budget))
 
 
-def process_question(world: World, q: Question) -> tuple[dict[str, pa.Table], QuestionStats]:
+def process_question(world: World, q: Question, seeded: Seeded | None = None
+                     ) -> tuple[dict[str, pa.Table], QuestionStats]:
     """Everything for one question: rollouts, scoring, continuations, scores, as Arrow tables."""
     cfg = world.cfg
     t0 = time.perf_counter()
     stats = QuestionStats(q.id)
     rows = _Rows()
-    seeded = seed_question(world, q)
+    seeded = seeded or seed_question(world, q)
     student_ids = seeded.student_ids
     for name, (text, ids) in seeded.teacher_prompts.items():
         rows.add("teacher_prompts", question_id=q.id, teacher=name, prompt=text,
@@ -513,24 +536,49 @@ def run_questions(world: World, questions: list[Question], run_dir: Path,
     """Process every question not already finished; a failure is recorded and the run goes on."""
     done = store.finished_parts(run_dir)
     todo = [q for q in questions if done.get(q.id) != "ok"]
-    results = []
-    for i, q in enumerate(todo):
-        t0 = time.perf_counter()
-        try:
-            tables, st = process_question(world, q)
-        except (torch.cuda.OutOfMemoryError, RuntimeError, ValueError, KeyError, IndexError,
-                OSError) as e:
-            if isinstance(e, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            err = f"{type(e).__name__}: {e}"
-            tables = failed_question_tables(q, err + "\n" + traceback.format_exc(limit=6),
-                                            time.perf_counter() - t0)
-            st = QuestionStats(q.id, seconds=time.perf_counter() - t0, error=err)
-        store.write_part(run_dir, q.idx, q.id, tables)
-        results.append(st)
-        if on_done:
-            on_done(st, i + 1, len(todo))
+    results: list[QuestionStats] = []
+    size = world.cfg.memory.question_batch if world.pool.limit else 1
+    for start in range(0, len(todo), size):
+        batch = todo[start : start + size]
+        seeded: dict[str, Seeded] = {}
+        if size > 1:
+            seeded = _seed_batch(world, batch)
+        for q in batch:
+            t0 = time.perf_counter()
+            try:
+                tables, st = process_question(world, q, seeded.get(q.id))
+            except _QUESTION_ERRORS as e:
+                if isinstance(e, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                err = f"{type(e).__name__}: {e}"
+                tables = failed_question_tables(q, err + "\n" + traceback.format_exc(limit=6),
+                                                time.perf_counter() - t0)
+                st = QuestionStats(q.id, seconds=time.perf_counter() - t0, error=err)
+            store.write_part(run_dir, q.idx, q.id, tables)
+            results.append(st)
+            if on_done:
+                on_done(st, len(results), len(todo))
     return results
+
+
+_QUESTION_ERRORS = (torch.cuda.OutOfMemoryError, RuntimeError, ValueError, KeyError, IndexError,
+                    OSError)
+
+
+def _seed_batch(world: World, batch: list[Question]) -> dict[str, Seeded]:
+    """Seed a batch, then visit each model once for all its trunks. A question that fails here
+    is simply left out: it seeds itself on its own path, where a failure is recorded."""
+    seeded: dict[str, Seeded] = {}
+    for q in batch:
+        try:
+            seeded[q.id] = seed_question(world, q, trunks=False)
+        except _QUESTION_ERRORS:
+            continue
+    try:
+        batch_trunks(world, list(seeded.values()))
+    except _QUESTION_ERRORS:
+        return {}
+    return seeded
 
 
 def timings_json(results: list[QuestionStats], wall: float) -> str:

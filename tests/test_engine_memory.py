@@ -149,3 +149,32 @@ def test_one_resident_model_gives_the_same_rows(tmp_path: Path) -> None:
         n = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM a.{t} EXCEPT ALL "
                         f"SELECT {cols} FROM b.{t})").fetchone()[0]
         assert n == 0, t
+
+
+def test_one_resident_model_visits_each_model_once_per_batch(tmp_path: Path) -> None:
+    from engine import runner, store
+    from engine.config import parse_config
+
+    swaps = {}
+    for batch in (1, 3):
+        cfg_path = make_world(tmp_path / f"b{batch}", questions=3, max_new=4, rollouts=2, n=2)
+        cfg_path.write_text(cfg_path.read_text() + f"\n[memory]\nmax_resident_models = 1\n"
+                            f"question_batch = {batch}\n")
+        cfg = parse_config(cfg_path)
+        world = runner.load_world(cfg)
+        store.prepare_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=True)
+        store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, {}))
+        results = runner.run_questions(world, runner.load_run_questions(cfg), cfg.output_dir)
+        world.close()
+        assert [r.error for r in results] == [None, None, None]
+        swaps[batch] = world.pool.swaps
+        store.merge(cfg.output_dir, draws=20)
+    # student -> teacher -> student: two swaps per question, or per batch of three
+    assert swaps == {1: 6, 3: 2}
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{tmp_path / 'b1' / 'run' / 'run.duckdb'}' AS a (READ_ONLY)")
+    con.execute(f"ATTACH '{tmp_path / 'b3' / 'run' / 'run.duckdb'}' AS b (READ_ONLY)")
+    cols = ", ".join(schema.TABLE_BY_NAME["scores"].column_names)
+    n = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM a.scores EXCEPT ALL "
+                    f"SELECT {cols} FROM b.scores)").fetchall()[0][0]
+    assert n == 0
