@@ -77,12 +77,13 @@ def test_misconception_is_the_forgotten_borrow_and_its_decisive_token() -> None:
     seps, swaps = (";", ";"), (False,) * 3
     good, bad = render(p, seps, swaps), render(p, seps, swaps, misconception=True)
     assert good == "13-8=5;10-7-1=2;5-1-1=3 #### 325"
-    assert bad == "13-8=5;10-7=3;5-1=4 #### 435"
+    assert bad == "13-8=5;10-7=3;5-1-1=3 #### 335"
     i = decisive_index(p, seps, swaps)
     assert good[:i] == bad[:i] == "13-8=5;10-7" and (good[i], bad[i]) == ("-", "=")
     assert not check_solution(p.question, bad)
     assert has_misconception_case(p)
     assert not has_misconception_case(Problem("sub", 987, 123))
+    assert not has_misconception_case(Problem("sub", 543, 178))  # borrows, no zero top digit
     assert not has_misconception_case(Problem("add", 999, 999))
 
 

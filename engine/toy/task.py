@@ -3,9 +3,12 @@
 Why this shape (docs/toy-prototype.md lessons): the steps *bind* the answer (the final number is
 assembled from the step results, so a wrong step really lowers success), the written form leaves
 *free* tokens (step separator ';' or ',', operand order in addition) that never change the outcome,
-and subtraction has a planted, systematic misconception: forgetting to pay back a borrow
-("13-8=5;5-1=4" instead of "13-8=5;5-1-1=3"). The first character where the buggy and the correct
-solution differ is the *decisive* token of a question.
+and subtraction has a planted, systematic misconception: in a column whose top digit is 0, the
+borrow taken from it is never paid back ("13-8=5;10-7=3" instead of "13-8=5;10-7-1=2"). It is
+rare in random problems (about 2% of them), so a strong generalist trained on data that carries
+the same habit still scores well over 95%, while a specialist drilled on exactly that case does
+not share it. The first character where the buggy and the correct solution differ is the
+*decisive* token of a question.
 
 Solution grammar (columns from the least significant digit up, steps joined by ';' or ','):
   add step: x+y[+1]=s          s = x+y+carry_in, written in full (1 or 2 digits)
@@ -89,10 +92,11 @@ def _add_steps(p: Problem, swaps: tuple[bool, ...]) -> tuple[list[str], list[int
 
 
 def _sub_steps(p: Problem, *, forget_borrow: bool) -> tuple[list[str], list[int]]:
-    """Correct column subtraction, or the misconception: the borrow is taken but never paid back."""
+    """Correct column subtraction, or the misconception: under a top digit 0 the borrow is taken
+    but never paid back."""
     steps, results, borrow = [], [], 0
     for t, b in p.columns():
-        paid = 0 if forget_borrow else borrow
+        paid = 0 if forget_borrow and t == 0 else borrow
         need = t - paid - b
         top = f"1{t}" if need < 0 else f"{t}"
         r = need + 10 if need < 0 else need

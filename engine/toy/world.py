@@ -41,7 +41,7 @@ class DemoSize:
     sub_misconception: int = 24  # subtraction where the planted mistake can strike
     rollouts: int = 4
     n: int = 12
-    student_top_k: int = 4
+    student_top_k: int = 2
     teacher_top_k: int = 2
 
     @property
@@ -101,9 +101,12 @@ def recipes(mini: bool) -> dict[str, Recipe]:
             p_answer_context=0.25,
             p_solution_context=0.25,
         ),
-        # 1000 steps reached only 0.835 sampled; 2000 reach 0.95-0.96, 2400 add nothing
+        # 1000 steps reached only 0.835 sampled; 2000 reach 0.95-1.00. The strong generalist
+        # shares the student's habit (more firmly), which costs it about 2% of random problems:
+        # a blind spot that only the specialist can fix.
         "strong": Recipe(
-            arch=Arch(hidden=128, layers=2, heads=4, ffn=512), steps=2000, eval_every=200
+            arch=Arch(hidden=128, layers=2, heads=4, ffn=512), steps=2000, eval_every=200,
+            bug_rate=0.97,
         ),
         "specialist": Recipe(
             arch=Arch(hidden=96, layers=2, heads=4, ffn=384),
@@ -118,14 +121,23 @@ def recipes(mini: bool) -> dict[str, Recipe]:
 
 def _eval_sets(n: int, seed: int) -> dict[str, list[Problem]]:
     rng = random.Random(seed)
-    return {
+    sets = {
         "mixed": [random_problem(rng) for _ in range(n)],
         "misconception": [random_problem(rng, "sub", misconception_case=True) for _ in range(n)],
     }
+    # the demo's composition (FULL_DEMO: 1/3 add, 1/6 plain sub, 1/2 misconception cases):
+    # the student's 30-70% band is measured where the diagnostic will look at it
+    sets["demo_mix"] = [
+        random_problem(rng, "add") if i % 6 < 2 else
+        random_problem(rng, "sub", misconception_case=False) if i % 6 == 2 else
+        random_problem(rng, "sub", misconception_case=True)
+        for i in range(n)
+    ]
+    return sets
 
 
 def _evaluator(name: str, sets: dict[str, list[Problem]]) -> Callable:
-    mixed, hard = sets["mixed"], sets["misconception"]
+    mixed, hard, demo_mix = sets["mixed"], sets["misconception"], sets["demo_mix"]
 
     def acc(model, problems, template, greedy=False) -> float:
         prompts = [
@@ -138,6 +150,7 @@ def _evaluator(name: str, sets: dict[str, list[Problem]]) -> Callable:
     def evaluate(model) -> Metrics:
         out = {"sampled": acc(model, mixed, STUDENT_PROMPT)}
         if name == "student":
+            out["sampled_demo_mix"] = acc(model, demo_mix, STUDENT_PROMPT)
             out["sampled_solution_ctx"] = acc(model, mixed, SOLUTION_PROMPT)
         else:
             out["sampled_misconception"] = acc(model, hard, STUDENT_PROMPT)
@@ -154,11 +167,12 @@ def selectors(mini: bool) -> dict[str, Selector]:
     if mini:
         return {name: (lambda m: (True, 0.0, False)) for name in MODEL_NAMES}
     return {
-        # Student: inside the 30-70% band, the checkpoint that best uses the worked solution.
+        # Student: inside the 30-70% band on the demo's mix, the checkpoint that best uses the
+        # worked solution.
         "student": lambda m: (
-            0.3 <= m["sampled"] <= 0.7,
+            0.3 <= m["sampled_demo_mix"] <= 0.7,
             m["sampled_solution_ctx"],
-            m["sampled_solution_ctx"] >= 0.98 and 0.3 <= m["sampled"] <= 0.7,
+            m["sampled_solution_ctx"] >= 0.98 and 0.3 <= m["sampled_demo_mix"] <= 0.7,
         ),
         "strong": lambda m: (True, m["sampled"], m["sampled"] >= 0.975),
         "specialist": lambda m: (
