@@ -243,10 +243,10 @@ def test_failing_question_is_recorded_and_run_goes_on(tmp_path: Path,
     cfg = make_world(tmp_path, questions=3, max_new=4, rollouts=1, n=2)
     real = runner.process_question
 
-    def flaky(world, q):  # noqa: ANN001, ANN202
+    def flaky(world, q, seeded=None):  # noqa: ANN001, ANN202
         if q.id == "q001":
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(world, q)
+        return real(world, q, seeded)
 
     monkeypatch.setattr(runner, "process_question", flaky)
     db = run_ok(cfg)
