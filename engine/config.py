@@ -471,14 +471,14 @@ _KNOWN_FIELDS = {"question", "solution", "final_answer", "id", "family"}
 
 def _check_template(template: str, where: str, mapping: dict[str, str]) -> list[str]:
     """Unknown placeholders are config errors (checked against the dataset's normalised fields)."""
-    from string import Formatter
+    from engine.prompts import TemplateError, template_fields
 
     try:
-        names = {f for _, f, _, _ in Formatter().parse(template) if f is not None}
-    except ValueError as e:
-        return [f"{where}: malformed template ({e}); write literal braces as {{{{ and }}}}"]
+        names = template_fields(template)
+    except TemplateError as e:
+        return [f"{where}: {e}"]
     allowed = _KNOWN_FIELDS | set(mapping) | {"options"}
-    bad = sorted(n for n in names if n.split(".")[0].split("[")[0] not in allowed)
+    bad = sorted(names - allowed)
     if bad:
         return [f"{where}: unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}; "
                 f"available: {', '.join('{' + a + '}' for a in sorted(allowed))}"]
