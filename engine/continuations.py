@@ -14,18 +14,22 @@ import numpy as np
 
 from engine.generation import Sampler, decode, prefix_cache
 from engine.models import LoadedModel
-from engine.nodes import CandidateSet
+from engine.nodes import CandidateSet, is_deterministic
 from engine.rng import sequence_key
 
 
 @dataclass
 class CandidateOutcome:
-    s: int
-    n: int
-    s_half: int
-    n_half: int
-    text_success: str | None
-    text_failure: str | None
+    """Verdict counts of one candidate. Unverifiable continuations are in neither s nor n."""
+
+    s: int = 0  # successes among judged continuations
+    n: int = 0  # judged continuations (1 for a deterministic candidate)
+    s_half: int = 0  # successes among the judged ones of the first half (j < N // 2)
+    n_half: int = 0
+    n_unverifiable: int = 0  # continuations the verifier could not judge
+    deterministic: bool = False  # forced EOS / budget-filling token: verified once, certain
+    text_success: str | None = None
+    text_failure: str | None = None
 
 
 @dataclass
@@ -54,9 +58,10 @@ def run_continuations(
 ) -> ContinuationResult:
     """Sample N continuations per (node, candidate) and judge each completed response.
 
-    `judge` maps full response texts to verdicts (None = unverifiable, counted as failure and
-    never as success). A forced EOS, or a forced token that fills the response, is judged once:
-    its outcome is deterministic, recorded as s = N * R of n = N.
+    `judge` maps full response texts to verdicts; None (timeout, crash) is neither a success
+    nor a failure: left out of n and counted in n_unverifiable (method.md). A forced EOS, or a
+    forced token that fills the response, is judged once: its outcome is certain, recorded as
+    s = R of n = 1 with ``deterministic`` set (both halves carry it).
     """
     tok = lm.tokenizer
     eos_set = set(eos)
@@ -65,7 +70,7 @@ def run_continuations(
     fixed: list[tuple[int, int]] = []  # deterministic (pos, token)
     for t in nodes:
         for a in cands[t].token_ids:
-            if a in eos_set or t + 1 >= max_new_tokens:
+            if is_deterministic(t, a, eos_set, max_new_tokens):
                 fixed.append((t, a))
             else:
                 rows.extend((t, a, j) for j in range(n_cont))
@@ -98,8 +103,12 @@ def run_continuations(
     outcomes: dict[tuple[int, int], CandidateOutcome] = {}
     tails: dict[tuple[int, int], list[tuple[bool, list[int]]]] = {}
     for (t, a, j), c, text in zip(rows, conts, texts, strict=False):
-        ok = verdict_of[text] is True
-        o = outcomes.setdefault((t, a), CandidateOutcome(0, 0, 0, 0, None, None))
+        verdict = verdict_of[text]
+        o = outcomes.setdefault((t, a), CandidateOutcome())
+        if verdict is None:
+            o.n_unverifiable += 1
+            continue
+        ok = verdict is True
         o.s += ok
         o.n += 1
         if j < n_half:
@@ -107,9 +116,13 @@ def run_continuations(
             o.n_half += 1
         tails.setdefault((t, a), []).append((ok, [a] + c))
     for i, (t, a) in enumerate(fixed):
-        ok = verdict_of[texts[len(rows) + i]] is True
-        outcomes[(t, a)] = CandidateOutcome(n_cont * ok, n_cont, n_half * ok, n_half, None, None)
-        tails[(t, a)] = [(ok, [a])]
+        verdict = verdict_of[texts[len(rows) + i]]
+        if verdict is None:
+            outcomes[(t, a)] = CandidateOutcome(n_unverifiable=1, deterministic=True)
+            continue
+        ok = int(verdict is True)
+        outcomes[(t, a)] = CandidateOutcome(ok, 1, ok, 1, deterministic=True)
+        tails[(t, a)] = [(bool(ok), [a])]
     for key, items in tails.items():
         succ = next((ids for ok, ids in items if ok), None)
         fail = next((ids for ok, ids in items if not ok), None)

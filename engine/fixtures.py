@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import schema
+from engine import maths, schema
 from engine.rng import generator, sequence_key
 from engine.summaries import materialise_summaries
 
@@ -187,9 +187,9 @@ def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: fl
     return np.minimum(a, x), np.maximum(b, x)
 
 
-def _labels(lo: np.ndarray, hi: np.ndarray, null: np.ndarray) -> pa.Array:
-    idx = np.where(lo > 0, 0, np.where(hi < 0, 1, 2))
-    return pc.take(pa.array(schema.LABELS), pa.array(idx, mask=null))
+def _labels(lo: np.ndarray, hi: np.ndarray) -> pa.Array:
+    """The engine's own labelling rule, so fixture and engine agree by construction."""
+    return pa.array(maths.label(lo, hi).tolist(), pa.string())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +349,8 @@ def _batch_tables(
                     val, pure_x = beyond_sharpening(
                         (gx * d).sum(-1), (gx**2).sum(-1), (gx * h).sum(-1), d2, hd, h2)
                     val[((gx**2).sum(-1) == 0) | pure_x] = np.nan
-                    nt_cols.setdefault(f"beyond_rkl_{half}", np.full((n_n, n_t), np.nan))
-                    nt_cols[f"beyond_rkl_{half}"][:, ti] = val
+                    nt_cols.setdefault(f"beyond_{half}", np.full((n_n, n_t), np.nan))
+                    nt_cols[f"beyond_{half}"][:, ti] = val
         nt_cols.update(_node_teacher_cols(nt_cols, ti, n_t, p, po, q, qo, s_hat, s, s_half,
                                           n_half, m_s, v_hat, width, rng))
 
@@ -385,7 +385,7 @@ def _batch_tables(
     yield "nodes", _table("nodes", {
         **node_key, "v_hat": v_hat, "value_change": s_hat[:, 0] - v_hat, "m_s": m_s,
         "n_candidates": np.full(n_n, k, np.int16), "n_cont": np.full(n_n, N_CONT, np.int32),
-        "g_norm2": g2, "h_norm2": h2, "gh": gh, "g_zero_share": np.zeros(n_n),
+        "g_norm2": g2, "h_norm2": h2, "gh": gh,
         "null_reason": pa.array(np.where(no_signal, "no_signal", None)),
         "best_teacher": pc.take(pa.array(learners or [""]), pa.array(best_idx, mask=best_idx < 0)),
         "best_prob": _pa(best_prob, np.isnan(best_prob)),
@@ -412,7 +412,9 @@ def _batch_tables(
         "is_sampled": np.tile(np.arange(k) == 0, n_n), "sources": pc.take(sources, src.ravel()),
         "p": p.ravel(), "s": s.ravel().astype(np.int32),
         "n": np.full(n_n * k, N_CONT, np.int32), "s_half": s_half.ravel().astype(np.int32),
-        "n_half": np.full(n_n * k, n_half, np.int32), "s_hat": s_hat.ravel(),
+        "n_half": np.full(n_n * k, n_half, np.int32),
+        "n_unverifiable": np.zeros(n_n * k, np.int32), "deterministic": np.zeros(n_n * k, bool),
+        "s_hat": s_hat.ravel(),
         "s_lo": np.clip(post_mean - z, 0, 1).ravel(), "s_hi": np.clip(post_mean + z, 0, 1).ravel(),
         "g": g.ravel(), "h": h.ravel(),
         "text_success": pc.take(cont, pa.array(succ_pick, mask=s.ravel() == 0)),
@@ -438,15 +440,13 @@ def _batch_tables(
     })
     flat = n_n * n_t * n_s
     reasons = reason.ravel()
-    cos_null = np.isnan(sc["cos"].ravel())
-    beyond_null = np.isnan(sc["beyond"].ravel())
     yield "scores", _table("scores", {
         **{key: _repeat(val, n_t * n_s) for key, val in node_key.items()},
         "teacher": pc.take(names, pa.array(np.tile(np.repeat(np.arange(n_t), n_s), n_n))),
         "signal": pc.take(pa.array(order_s), pa.array(np.tile(np.arange(n_s), n_n * n_t))),
         **{c: _pa(v.ravel(), np.isnan(v.ravel())) for c, v in sc.items()},
-        "label": _labels(sc["cos_lo"].ravel(), sc["cos_hi"].ravel(), cos_null),
-        "label_beyond": _labels(sc["beyond_lo"].ravel(), sc["beyond_hi"].ravel(), beyond_null),
+        "label": _labels(sc["cos_lo"].ravel(), sc["cos_hi"].ravel()),
+        "label_beyond": _labels(sc["beyond_lo"].ravel(), sc["beyond_hi"].ravel()),
         "null_reason": pc.take(pa.array(_REASONS), pa.array(np.maximum(reasons, 0),
                                                             mask=reasons < 0)),
     }) if flat else _table("scores", {})
@@ -547,6 +547,7 @@ def _run_tables(models: list[TeacherModel], signals: Sequence[str], params: dict
         "environment": json.dumps({"generator": "engine.fixtures",
                                    "python": sys.version.split()[0]}),
         "fixture": json.dumps(params),
+        "sampling_temperature": "1.0", "rank_signal": "rkl",
     }
     return {"teachers": teachers, "signals": sig,
             "meta": {"key": list(meta), "value": list(meta.values())}}

@@ -4,7 +4,9 @@ Every sequence draws its uniforms from its own key (engine.rng), one per respons
 samples by inverse CDF, so a sequence's tokens do not depend on what else is in its batch except
 through float noise in the logits. A prefix is run through the model once; its key/value cache is
 then copied, left-padded, into every row that continues from it (candidates x N continuations of
-all nodes of a rollout decode together).
+all nodes of a rollout decode together). Each step runs the decoder trunk and reads its logits
+through `LoadedModel.logits`, the function scoring uses, so decode and scoring see the same
+float32 logits up to batching noise in the trunk.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _preallocated_layer_class() -> type:
 def prefix_cache(lm: LoadedModel, ids: list[int]) -> list[tuple[Tensor, Tensor]]:
     """Key/value cache of one sequence (all its tokens), as per-layer tensors."""
     x = torch.tensor([ids], device=lm.device)
-    out = lm.model(input_ids=x, use_cache=True, logits_to_keep=1)  # never full-length logits
+    out = lm.decoder(input_ids=x, use_cache=True)  # the trunk only: no logits are needed
     return [(layer.keys, layer.values) for layer in out.cache.layers]
 
 
@@ -166,9 +168,11 @@ def decode(
             alive, keys, step, remaining, running = (alive[keep], keys[keep], step[keep],
                                                      remaining[keep], running[keep])
         attn = torch.cat([attn, torch.ones(len(alive), 1, dtype=attn.dtype, device=dev)], 1)
-        logits = lm.model(input_ids=tokens.unsqueeze(1), attention_mask=attn,
-                          position_ids=pos.unsqueeze(1), cache=cache, use_cache=True).logits
-        nxt = sampler.sample(logits[:, -1, : lm.vocab_size], keys, step)
+        # trunk, then the same float32 output layer scoring uses (LoadedModel.logits)
+        hidden = lm.decoder(input_ids=tokens.unsqueeze(1), attention_mask=attn,
+                            position_ids=pos.unsqueeze(1), cache=cache,
+                            use_cache=True).last_hidden_state
+        nxt = sampler.sample(lm.logits(hidden[:, -1]), keys, step)
         nxt_np = nxt.cpu().numpy()
         emitted.append((alive[running], nxt_np[running]))
         remaining = remaining - 1

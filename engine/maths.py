@@ -16,12 +16,12 @@ Node-level API, as used by the scoring stage (shapes for one chunk of P nodes)::
 
     h_cand, h_norm2 = sharpening_stats(logp_train, cand_ids)        # torch, once per chunk
     stats = direction_stats(signal, logp_train, logq, cand_ids, sampled, beta, h)  # per teacher
-    v_hat, g = ideal_direction(p_cand, s_hat, mask)                 # point estimate
+    v_hat, g = ideal_direction(p_cand, s_hat, mask, temperature)    # point estimate
     scores = alignment(g, stats.d_cand, stats.d_norm2, stats.hd, h_cand, h_norm2, mask)
-    draws = jeffreys_draws(s, n, 200, rng)                          # (B, P, K)
-    v_b, g_b = ideal_direction(p_cand, draws, mask)                 # (B, P), (B, P, K)
+    draws = jeffreys_draws(s, n, 200, rng, deterministic)           # (B, K), one node's key
+    v_b, g_b = ideal_direction(p_cand, draws, mask, temperature)    # (B, P), (B, P, K)
     lo, hi = interval(alignment(g_b, ...)["cos"])
-    label(lo, hi, g_zero_share(g_b))
+    label(lo, hi)                            # NaN interval (NULL score): no label
 
 ``alignment`` returns NaN plus a reason code (see ``NULL_REASONS``) wherever a score is
 undefined, never 0. Beside the four reasons of method.md there is one more, for completeness:
@@ -39,7 +39,6 @@ the projection.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,11 +55,10 @@ __all__ = [
     "alignment",
     "best_teacher",
     "crossfit_halves",
-    "crossfit_oracle",
+    "half_estimates",
     "direction",
     "direction_stats",
     "entropy",
-    "g_zero_share",
     "ideal_direction",
     "interval",
     "jeffreys_draws",
@@ -82,6 +80,7 @@ NULL_REASONS: tuple[str | None, ...] = (
     "no_sharpening_direction",
     "pure_sharpening",
     "ideal_is_sharpening",
+    "unverifiable",
 )
 """Reason codes returned by ``alignment``; index 0 means the score is defined."""
 
@@ -95,6 +94,8 @@ PURE_SHARPENING_REL = 1e-6
 """|P d| < PURE_SHARPENING_REL |d| marks a pure sharpening direction (method.md)."""
 
 _NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H = 1, 2, 3, 4, 5
+UNVERIFIABLE = 6
+"""Reason code of a node where some candidate has no judged continuation (no S)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,12 +116,18 @@ def _finite_or_zero(x: Tensor, logp: Tensor) -> Tensor:
     return torch.where(torch.isneginf(logp), torch.zeros_like(x), x)
 
 
-def sampling_logprobs(logits: Tensor, temperature: float, top_p: float, top_k: int) -> Tensor:
+def sampling_logprobs(logits: Tensor, temperature: float, top_p: float, top_k: int,
+                      keep: Tensor | None = None) -> Tensor:
     """log p_samp over V: temperature, then top-k, then top-p (the order of HF and vLLM).
 
     Tokens outside the kept set get -inf; ties at the k-th logit are kept, as in HF. Top-p keeps
     the smallest prefix of the descending order whose mass reaches top_p (at least one token).
     ``top_k=0`` and ``top_p=1`` switch the filters off.
+
+    ``keep`` (one token id per row, shape ``logits.shape[:-1]``) forces those tokens into the
+    kept set of both filters, without dropping any other. Scoring passes the sampled tokens:
+    decode kept them, but float noise between decode's and scoring's logits can put a token at
+    the nucleus edge just outside, which would give it p_samp = 0 and log p = -inf.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); greedy is not a policy")
@@ -129,9 +136,15 @@ def sampling_logprobs(logits: Tensor, temperature: float, top_p: float, top_k: i
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, 0 meaning off (got {top_k})")
     z = _f64(logits) / temperature
+    idx = None if keep is None else keep.to(z.device, torch.long).unsqueeze(-1)
+    z_keep = None if idx is None else z.gather(-1, idx)
+
+    def forced(zz: Tensor) -> Tensor:
+        return zz if idx is None else zz.scatter(-1, idx, z_keep)
+
     if 0 < top_k < z.shape[-1]:
         kth = torch.topk(z, top_k, dim=-1).values[..., -1:]
-        z = z.masked_fill(z < kth, -math.inf)
+        z = forced(z.masked_fill(z < kth, -math.inf))
     if top_p < 1:
         sorted_z, order = torch.sort(z, dim=-1, descending=True)
         sorted_p = torch.softmax(sorted_z, dim=-1)
@@ -139,7 +152,7 @@ def sampling_logprobs(logits: Tensor, temperature: float, top_p: float, top_k: i
         drop_sorted = mass_before >= top_p
         drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        z = z.masked_fill(drop, -math.inf)
+        z = forced(z.masked_fill(drop, -math.inf))
     return torch.log_softmax(z, dim=-1)
 
 
@@ -296,29 +309,30 @@ def _a(x: object) -> np.ndarray:
 
 
 def ideal_direction(
-    p_cand: np.ndarray, s_hat: np.ndarray, mask: np.ndarray
+    p_cand: np.ndarray, s_hat: np.ndarray, mask: np.ndarray, temperature: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """V_hat = sum_C p S / m_s and g_a = p_a (S_a - V_hat) on C (0 on padded slots).
+    """V_hat = sum_C p S / m_s and g_a = (1/T) p_a (S_a - V_hat) on C (0 on padded slots).
 
-    Tokens outside C are valued at V_hat, so their g component is 0. g is set to exactly 0 when
-    all candidates with mass share one S (no signal), so ``g == 0`` tests are exact despite
-    rounding in V_hat. Shapes broadcast over leading dims: (B, P, K) draws against (P, K).
+    g is the gradient of sum_a p_samp,a S_a with respect to the raw logits z, the coordinates
+    every direction d lives in: p_samp = softmax(z / T) on the top-k / top-p set, hence 1/T
+    (tokens outside that set have p = 0 and get 0). Tokens outside C are valued at V_hat, so
+    their g component is 0. g is set to exactly 0 when all candidates with mass share one S (no
+    signal), so ``g == 0`` tests are exact despite rounding in V_hat. Slots without mass
+    (padding) are ignored whatever S they hold. Shapes broadcast over leading dims: (B, P, K)
+    draws against (P, K).
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature})")
     p = _a(p_cand) * np.asarray(mask, dtype=bool)
     s = _a(s_hat)
     live = p > 0
     m_s = p.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        v_hat = (p * s).sum(-1) / m_s
+        v_hat = np.where(live, p * s, 0.0).sum(-1) / m_s  # dead slots may hold NaN S
     spread = np.where(live, s, -np.inf).max(-1) - np.where(live, s, np.inf).min(-1)
-    g = np.where(live, p * (s - v_hat[..., None]), 0.0)
+    g = np.where(live, p * (s - v_hat[..., None]) / temperature, 0.0)
     g = np.where((spread > 0)[..., None], g, 0.0)
     return v_hat, g
-
-
-def g_zero_share(g: np.ndarray) -> np.ndarray:
-    """Share of draws (axis 0) in which g = 0 on every candidate."""
-    return np.all(_a(g) == 0, axis=-1).mean(0)
 
 
 def teacher_advantage(
@@ -388,16 +402,32 @@ def reason_names(reason: np.ndarray) -> np.ndarray:
 
 
 def jeffreys_draws(
-    s: np.ndarray, n: np.ndarray, draws: int, rng: np.random.Generator
+    s: np.ndarray,
+    n: np.ndarray,
+    draws: int,
+    rng: np.random.Generator,
+    deterministic: np.ndarray | None = None,
 ) -> np.ndarray:
     """B draws of S ~ Beta(s + 1/2, n - s + 1/2), independent per candidate: (B, *s.shape).
 
     The Jeffreys posterior, not a resample of outcomes: 0/N and N/N keep their uncertainty.
+    Deterministic candidates (a forced EOS, a token that fills the budget: verified once, the
+    outcome is certain) are drawn as exactly s / n. Slots with n = 0 (padding, or nothing
+    judged) draw NaN; callers mask them.
     """
     s, n = _a(s), _a(n)
     if np.any(s < 0) or np.any(s > n):
         raise ValueError("success counts must satisfy 0 <= s <= n for every candidate")
-    return rng.beta(s + 0.5, n - s + 0.5, size=(draws, *np.broadcast(s, n).shape))
+    shape = np.broadcast(s, n).shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # drawn candidate-major, so a candidate's draws do not depend on how many slots follow
+        alpha = np.broadcast_to(s + 0.5, shape)[..., None]
+        beta = np.broadcast_to(np.maximum(n - s, 0) + 0.5, shape)[..., None]
+        out = np.moveaxis(rng.beta(alpha, beta, size=(*shape, draws)), -1, 0)
+        out = np.where(n > 0, out, np.nan)
+        if deterministic is not None:
+            out = np.where(np.asarray(deterministic, dtype=bool), s / n, out)
+    return out
 
 
 def interval(
@@ -422,16 +452,15 @@ def interval(
     return out[0], out[1]
 
 
-def label(lo: np.ndarray, hi: np.ndarray, g_zero_share: np.ndarray) -> np.ndarray:
+def label(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """'helps' / 'hurts' when the interval excludes 0, else 'neutral'; None where it is NaN.
 
-    More than 10% of draws with g = 0 makes a node neutral whatever its interval.
+    Callers give a NULL score a NaN interval, so a NULL score never carries a label.
     """
-    lo, hi, z = np.broadcast_arrays(_a(lo), _a(hi), _a(g_zero_share))
+    lo, hi = np.broadcast_arrays(_a(lo), _a(hi))
     out = np.full(lo.shape, "neutral", dtype=object)
-    decided = z <= 0.1
-    out[decided & (lo > 0)] = "helps"
-    out[decided & (hi < 0)] = "hurts"
+    out[lo > 0] = "helps"
+    out[hi < 0] = "hurts"
     out[np.isnan(lo) | np.isnan(hi)] = None
     return out
 
@@ -462,33 +491,51 @@ def best_teacher(
     return np.where(any_ok, leader, -1), np.where(any_ok, prob, np.nan)
 
 
-def crossfit_halves(
-    p_cand: np.ndarray,
-    mask: np.ndarray,
+def half_estimates(
     s: np.ndarray,
     n: np.ndarray,
     s_half: np.ndarray,
     n_half: np.ndarray,
+    mask: np.ndarray,
+    deterministic: np.ndarray | None = None,
+) -> np.ndarray:
+    """S_hat from each half of the continuations, (2, P, K), exactly as the full estimate.
+
+    Half a is the first n_half judged continuations (s_half successes), half b the rest.
+    Padded slots are 0 (as in the full estimate: their p is 0); deterministic candidates carry
+    their exact value in both halves; a real candidate with no judged continuation in a half has
+    no S there (NaN), which makes that half's node scores NaN.
+    """
+    m = np.asarray(mask, dtype=bool)
+    s, n, s_half, n_half = _a(s), _a(n), _a(s_half), _a(n_half)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        halves = np.stack([s_half / n_half, (s - s_half) / (n - n_half)])
+        if deterministic is not None:
+            halves = np.where(np.asarray(deterministic, dtype=bool), s / n, halves)
+    return np.where(m, halves, 0.0)
+
+
+def crossfit_halves(
+    p_cand: np.ndarray,
+    mask: np.ndarray,
+    s_halves: np.ndarray,
     q_cand: np.ndarray,
     d_cand: np.ndarray,
     d_norm2: np.ndarray,
     hd: np.ndarray,
     h_cand: np.ndarray,
     h_norm2: np.ndarray,
+    temperature: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """advantage and beyond from each half of the continuations, for the cross-fitted oracle.
 
-    Half a is the first n_half continuations (s_half successes), half b the rest. Per-node
-    quantities are (P, K) or (P,); teacher quantities may carry leading dims such as (T, P, K),
-    and results have them too: advantage_a/_b and beyond_a/_b. A half with no continuations
-    gives NaN S, hence NaN scores.
+    ``s_halves`` comes from ``half_estimates``, (2, P, K). Per-node quantities are (P, K) or
+    (P,); teacher quantities may carry leading dims such as (T, P, K), and results have them
+    too: advantage_a/_b and beyond_a/_b.
     """
-    s, n, s_half, n_half = _a(s), _a(n), _a(s_half), _a(n_half)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s_hat = np.stack([s_half / n_half, (s - s_half) / (n - n_half)])  # (2, P, K)
     lead = np.ndim(q_cand) - np.ndim(p_cand)
-    s_hat = s_hat.reshape(2, *([1] * lead), *s_hat.shape[1:])  # (2, ..., P, K)
-    v_hat, g = ideal_direction(p_cand, s_hat, mask)
+    s_hat = s_halves.reshape(2, *([1] * lead), *s_halves.shape[1:])  # (2, ..., P, K)
+    v_hat, g = ideal_direction(p_cand, s_hat, mask, temperature)
     adv = teacher_advantage(q_cand, s_hat, v_hat, mask)
     beyond = alignment(g, d_cand, d_norm2, hd, h_cand, h_norm2, mask)["beyond"]
     return {
@@ -496,39 +543,4 @@ def crossfit_halves(
         "advantage_b": adv[1],
         "beyond_a": beyond[0],
         "beyond_b": beyond[1],
-    }
-
-
-def crossfit_oracle(
-    score_a: np.ndarray, score_b: np.ndarray, eligible: np.ndarray
-) -> dict[str, float | int]:
-    """Cross-fitted oracle gain: pick on one half, score on the other, both ways, averaged.
-
-    score_a, score_b: (nodes, T) per-node scores from the two halves; eligible: (T,) non-control.
-    Per node the oracle picks the argmax of the selecting half and takes the other half's score;
-    the best single teacher is the one with the highest mean on the selecting half. Both means
-    use the nodes where the oracle's and the single teacher's scores exist.
-    """
-    ok = np.asarray(eligible, dtype=bool)
-    if not ok.any():
-        raise ValueError("crossfit_oracle needs at least one eligible (non-control) teacher")
-    results = []
-    for sel, ev in ((_a(score_a), _a(score_b)), (_a(score_b), _a(score_a))):
-        sel = np.where(ok, sel, np.nan)
-        has = ~np.all(np.isnan(sel), axis=-1)
-        pick = np.argmax(np.where(np.isnan(sel), -np.inf, sel), axis=-1)
-        oracle = np.where(has, np.take_along_axis(ev, pick[:, None], -1)[:, 0], np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            single = int(np.nanargmax(np.where(ok, np.nanmean(sel, axis=0), np.nan)))
-        both = ~np.isnan(oracle) & ~np.isnan(ev[:, single])
-        results.append((oracle[both].mean(), single, ev[both, single].mean(), int(both.sum())))
-    oracle_mean = float(np.mean([r[0] for r in results]))
-    single_mean = float(np.mean([r[2] for r in results]))
-    return {
-        "oracle_mean": oracle_mean,
-        "best_single": results[0][1],
-        "best_single_mean": single_mean,
-        "oracle_gain": oracle_mean - single_mean,
-        "n": min(r[3] for r in results),
     }

@@ -21,6 +21,24 @@ class CandidateSet:
     sources: list[str]
 
 
+def is_deterministic(pos: int, token: int, eos: set[int] | frozenset[int],
+                     max_new_tokens: int) -> bool:
+    """A forced EOS, or a forced token that fills the response budget: nothing is sampled
+    after it, so its outcome is certain and one verification settles it."""
+    return token in eos or pos + 1 >= max_new_tokens
+
+
+def node_costs(cands: list[CandidateSet], n_cont: int, eos: set[int] | frozenset[int],
+               max_new_tokens: int) -> np.ndarray:
+    """Generated tokens each node is expected to cost: N x (tokens left) per sampled candidate,
+    one token per deterministic candidate (it is verified once, never continued)."""
+    n = len(cands)
+    return np.array([
+        sum(1 if is_deterministic(t, a, eos, max_new_tokens) else n_cont * (n - t)
+            for a in c.token_ids)
+        for t, c in enumerate(cands)], dtype=np.float64)
+
+
 def node_priority(strategy: NodeConfig, entropy: np.ndarray) -> np.ndarray:
     """Positions eligible under the strategy, most important first."""
     n = len(entropy)

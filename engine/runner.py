@@ -22,7 +22,7 @@ import torch
 
 from engine import __version__, schema, store
 from engine.config import RunConfig, TeacherConfig
-from engine.continuations import run_continuations
+from engine.continuations import ContinuationResult, run_continuations
 from engine.datasets import Question, load_questions
 from engine.generation import Sampler, sample_rollouts
 from engine.models import (
@@ -34,8 +34,8 @@ from engine.models import (
     resolve_dtype,
     tune_allocator,
 )
-from engine.node_scores import score_nodes
-from engine.nodes import candidate_set, select_nodes
+from engine.node_scores import rank_signal, score_nodes
+from engine.nodes import candidate_set, is_deterministic, node_costs, select_nodes
 from engine.prompts import render_prompt
 from engine.rng import sequence_key
 from engine.scoring import Scorer, Source, TeacherView, response_hidden
@@ -124,6 +124,10 @@ class _Rows:
 
 def _nan_to_none(x: np.ndarray) -> list[Any]:
     return [None if (isinstance(v, float) and np.isnan(v)) else v for v in x.tolist()]
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if np.isnan(v) else float(v)
 
 
 def _prompt(world: World, t: TeacherConfig | None, q: Question) -> tuple[str, list[int]]:
@@ -224,8 +228,7 @@ def plan_nodes(world: World, seeded: Seeded, r: int) -> NodePlan:
                            cfg.candidates) for t in range(n)]
     if cfg.candidates.plausibility > 0:
         cands = _filter_plausible(scorer, resp, cands, cfg)
-    cost = np.array([len(c.token_ids) * cfg.continuations.n * (n - t)
-                     for t, c in enumerate(cands)], dtype=np.float64)
+    cost = node_costs(cands, cfg.continuations.n, set(world.eos), cfg.sampling.max_new_tokens)
     g = cfg.sampling.rollouts
     budget = cfg.nodes.budget_tokens / g if cfg.nodes.budget_tokens else 0
     return NodePlan(scorer, sp, cands, select_nodes(cfg.nodes, sp.entropy, cost, budget))
@@ -288,17 +291,10 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
         stats.n_nodes += len(nodes)
 
         ns = scorer.node_pass(nodes, [node_cands[int(t)].token_ids for t in nodes])
-        m, k = ns.cand_ids.shape
-        s = np.zeros((m, k))
-        nn = np.zeros((m, k))
-        sh = np.zeros((m, k))
-        nh = np.zeros((m, k))
-        for i, t in enumerate(nodes):
-            for j, a in enumerate(node_cands[int(t)].token_ids):
-                o = cont.outcomes[(int(t), a)]
-                s[i, j], nn[i, j], sh[i, j], nh[i, j] = o.s, o.n, o.s_half, o.n_half
-        sc = score_nodes(ns, s, nn, sh, nh, names, controls, cfg.signals.families,
-                         draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r)
+        counts = outcome_arrays(ns.cand_ids.shape, nodes, node_cands, cont)
+        sc = score_nodes(ns, *counts, names, controls, cfg.signals.families,
+                         draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r,
+                         temperature=cfg.sampling.temperature)
         pcos = _param_cosines(world, seeded, scorer, resp, nodes, ns, sc) \
             if cfg.param_check.nodes else {}
         _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names,
@@ -313,6 +309,20 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
     return rows.tables(), stats
 
 
+def outcome_arrays(shape: tuple[int, int], nodes: np.ndarray, node_cands: dict,
+                   cont: ContinuationResult) -> tuple[np.ndarray, ...]:
+    """(s, n, s_half, n_half, deterministic), each (M, K) in the node pass's candidate order;
+    padded slots are 0 / False."""
+    s, n, s_half, n_half = (np.zeros(shape) for _ in range(4))
+    det = np.zeros(shape, dtype=bool)
+    for i, t in enumerate(nodes):
+        for j, a in enumerate(node_cands[int(t)].token_ids):
+            o = cont.outcomes[(int(t), a)]
+            s[i, j], n[i, j], s_half[i, j], n_half[i, j] = o.s, o.n, o.s_half, o.n_half
+            det[i, j] = o.deterministic
+    return s, n, s_half, n_half, det
+
+
 def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConfig) -> list:
     """Re-derive candidate sets with p and q at the candidates known (plausibility filter)."""
     ns = scorer.node_pass(np.arange(len(resp)), [c.token_ids for c in cands])
@@ -322,9 +332,9 @@ def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConf
         p = {a: float(ns.p_samp[t, j]) for j, a in enumerate(ids)}
         q = {name: {a: float(v[t, j]) for j, a in enumerate(ids)} for name, v in ns.q.items()
              if not any(view.cfg.name == name and view.cfg.is_control for view in scorer.views)}
-        srcs = dict(zip(ids, c.sources, strict=True))
+        srcs = {a: src.split(",") for a, src in zip(ids, c.sources, strict=True)}
         kept = candidate_set(resp[t], [a for a in ids if "student" in srcs[a]],
-                             {name: [a for a in ids if name in srcs[a].split(",")] for name in q},
+                             {name: [a for a in ids if name in srcs[a]] for name in q},
                              cfg.candidates, p, q)
         out.append(kept)
     return out
@@ -373,7 +383,6 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
     m = len(nodes)
     pos = nodes.astype(int).tolist()
     gh = (sc.g * ns.h_cand).sum(-1)
-    node_null = np.where((sc.g == 0).all(-1), "no_signal", None)
     best = [names[i] if i >= 0 else None for i in sc.best_index]
     sampled_idx = [node_cands[t].token_ids.index(resp[t]) for t in pos]
     rows.extend("nodes", question_id=[qid] * m, rollout=[r] * m, pos=pos,
@@ -382,8 +391,8 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                                                     enumerate(sampled_idx)]) - sc.v_hat),
                 m_s=ns.p_samp.sum(-1), n_candidates=ns.mask.sum(-1),
                 n_cont=[int(sc.n[i, ns.mask[i]].max()) for i in range(m)],
-                g_norm2=(sc.g**2).sum(-1), h_norm2=ns.h_norm2, gh=gh,
-                g_zero_share=sc.g_zero_share, null_reason=node_null.tolist(),
+                g_norm2=_nan_to_none((sc.g**2).sum(-1)), h_norm2=ns.h_norm2,
+                gh=_nan_to_none(gh), null_reason=sc.node_reason.tolist(),
                 best_teacher=best, best_prob=_nan_to_none(sc.best_prob))
     # candidates and candidate_teacher
     for i, t in enumerate(pos):
@@ -393,9 +402,10 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
             rows.add("candidates", question_id=qid, rollout=r, pos=t, cand=j, token_id=a,
                      token_text=texts.get(a)[0], is_sampled=(a == resp[t]),
                      sources=cs.sources[j], p=float(ns.p_samp[i, j]), s=o.s, n=o.n,
-                     s_half=o.s_half, n_half=o.n_half, s_hat=float(sc.s_hat[i, j]),
-                     s_lo=float(sc.s_lo[i, j]), s_hi=float(sc.s_hi[i, j]),
-                     g=float(sc.g[i, j]), h=float(ns.h_cand[i, j]),
+                     s_half=o.s_half, n_half=o.n_half, n_unverifiable=o.n_unverifiable,
+                     deterministic=o.deterministic, s_hat=_none_if_nan(sc.s_hat[i, j]),
+                     s_lo=_none_if_nan(sc.s_lo[i, j]), s_hi=_none_if_nan(sc.s_hi[i, j]),
+                     g=_none_if_nan(sc.g[i, j]), h=float(ns.h_cand[i, j]),
                      text_success=o.text_success, text_failure=o.text_failure)
             for name in names:
                 d = {f"d_{f}": (float(ns.d_cand[(name, f)][i, j]) if f in families else None)
@@ -411,8 +421,8 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                     advantage_hi=_nan_to_none(sc.advantage_hi[ti]),
                     advantage_a=_nan_to_none(sc.halves["advantage_a"][ti]),
                     advantage_b=_nan_to_none(sc.halves["advantage_b"][ti]),
-                    beyond_rkl_a=_nan_to_none(sc.halves["beyond_a"][ti]),
-                    beyond_rkl_b=_nan_to_none(sc.halves["beyond_b"][ti]),
+                    beyond_a=_nan_to_none(sc.halves["beyond_a"][ti]),
+                    beyond_b=_nan_to_none(sc.halves["beyond_b"][ti]),
                     teacher_entropy=px["teacher_entropy"], kl_pq=px["kl_pq"], kl_qp=px["kl_qp"],
                     js=px["js"], teachability=px["teachability"],
                     sampled_rank=px["sampled_rank"].astype(np.int64),
@@ -424,19 +434,18 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
             pt = {k: sc.point[k][ti, fi] for k in ("gain", "cos", "cos_c", "beyond")}
             lo = {k: sc.lo[k][ti, fi] for k in sc.lo}
             hi = {k: sc.hi[k][ti, fi] for k in sc.hi}
-            lab = maths.label(lo["cos"], hi["cos"], sc.g_zero_share)
-            lab_b = maths.label(lo["beyond"], hi["beyond"], sc.g_zero_share)
+            lab = maths.label(lo["cos"], hi["cos"])
+            lab_b = maths.label(lo["beyond"], hi["beyond"])
             rows.extend("scores", question_id=[qid] * m, rollout=[r] * m, pos=pos,
                         teacher=[name] * m, signal=[f] * m,
                         d_norm2=ns.d_norm2[(name, f)], hd=ns.hd[(name, f)],
-                        gain=pt["gain"], cos=_nan_to_none(pt["cos"]),
+                        gain=_nan_to_none(pt["gain"]), cos=_nan_to_none(pt["cos"]),
                         cos_c=_nan_to_none(pt["cos_c"]), beyond=_nan_to_none(pt["beyond"]),
                         cos_lo=_nan_to_none(lo["cos"]), cos_hi=_nan_to_none(hi["cos"]),
                         beyond_lo=_nan_to_none(lo["beyond"]),
                         beyond_hi=_nan_to_none(hi["beyond"]),
                         gain_lo=_nan_to_none(lo["gain"]), gain_hi=_nan_to_none(hi["gain"]),
-                        label=list(lab), label_beyond=list(np.where(np.isnan(pt["beyond"]),
-                                                                   None, lab_b)),
+                        label=list(lab), label_beyond=list(lab_b),
                         null_reason=list(reasons[ti, fi]),
                         param_cos=[param_cos.get((ti, fi, i)) for i in range(m)])
 
@@ -499,6 +508,8 @@ def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
             "models": model_fingerprints(cfg),
             "batch_plan": {"continuations_batch_size": cfg.continuations.batch_size,
                            "score_chunk": cfg.memory.score_chunk},
+            "rank_signal": rank_signal(cfg.signals.families),
+            "sampling_temperature": str(cfg.sampling.temperature),
             "node_strategy": cfg.nodes.strategy, "continuations_n": str(cfg.continuations.n),
             "rollouts_g": str(cfg.sampling.rollouts), "seed": str(cfg.seed),
             "bootstrap_draws": str(cfg.bootstrap_draws),
@@ -621,7 +632,7 @@ def plan_question(world: World, q: Question) -> QuestionPlan:
         for t in plan.nodes:
             nodes += 1
             for a in plan.cands[t].token_ids:
-                fixed = a in eos or t + 1 >= max_new  # judged once, as run_continuations does
+                fixed = is_deterministic(int(t), a, eos, max_new)  # judged once
                 conts += 1 if fixed else n_cont
                 est += 0 if fixed else n_cont * (n - t)
     return QuestionPlan(q.id, sum(len(r) for r in seeded.responses), nodes, conts, est,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SIGNALS = ("rkl", "fkl", "jsd", "sampled")
 """Signal families of method.md: reverse KL, forward KL, generalised JSD(beta), sampled-token."""
@@ -61,7 +61,8 @@ RUN_TABLES: tuple[Table, ...] = (
     _t(
         "meta", "Key/value facts about the run: versions, config, environment, timings.", ("key",),
         ("key", "VARCHAR", "schema_version, engine_version, config_toml, config_hash, created_at, "
-         "environment (JSON), timings (JSON), summary_bootstrap, ..."),
+         "environment (JSON), timings (JSON), summary_bootstrap, rank_signal (the signal that "
+         "ranks teachers), sampling_temperature (T of g = (1/T) p (S - V)), ..."),
         ("value", "VARCHAR", "the value, as text (JSON for structured values)"),
     ),
     _t(
@@ -139,19 +140,18 @@ QUESTION_TABLES: tuple[Table, ...] = (
         "nodes", "One row per probed node: the ideal direction g and its value.",
         ("question_id", "rollout", "pos"),
         *_NODE_KEY,
-        ("v_hat", "DOUBLE", "V_hat = sum_C p_a S_hat_a / m_s"),
+        ("v_hat", "DOUBLE", "V_hat = sum_C p_a S_hat_a / m_s (NULL when unverifiable)"),
         ("value_change", "DOUBLE", "S_hat of the sampled token minus V_hat"),
         ("m_s", "DOUBLE", "student mass covered by the candidate set"),
         ("n_candidates", "SMALLINT", "|C|"),
         ("n_cont", "INTEGER", "continuations per candidate (N)"),
-        ("g_norm2", "DOUBLE", "|g|^2 (g is zero outside C)"),
+        ("g_norm2", "DOUBLE", "|g|^2 (g is zero outside C; NULL when unverifiable)"),
         ("h_norm2", "DOUBLE", "|h|^2, h = p (log p + H(p)) over the full vocabulary"),
         ("gh", "DOUBLE", "<g, h>"),
-        ("g_zero_share", "DOUBLE", "share of bootstrap draws with g = 0"),
         ("null_reason", "VARCHAR", "why scores at this node are NULL: no_signal (all candidates "
-         "equal S), else NULL"),
-        ("best_teacher", "VARCHAR", "non-control teacher with the highest beyond-sharpening rKL "
-         "alignment (NULL when undefined)"),
+         "equal S), unverifiable (a candidate has no judged continuation, so no S), else NULL"),
+        ("best_teacher", "VARCHAR", "non-control teacher with the highest beyond-sharpening "
+         "alignment under the rank signal (meta rank_signal; NULL when undefined)"),
         ("best_prob", "DOUBLE", "share of paired draws in which best_teacher is ahead of all "
          "others"),
     ),
@@ -165,14 +165,23 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("is_sampled", "BOOLEAN", "a = y_pos"),
         ("sources", "VARCHAR", "why it is in C: comma list of sampled, student, <teacher>"),
         ("p", "DOUBLE", "student p_samp(a | u)"),
-        ("s", "INTEGER", "successful continuations"),
-        ("n", "INTEGER", "continuations sampled"),
-        ("s_half", "INTEGER", "successes among the first n_half continuations (cross-fitting)"),
-        ("n_half", "INTEGER", "size of the first half"),
-        ("s_hat", "DOUBLE", "s / n"),
-        ("s_lo", "DOUBLE", "5% quantile of the Jeffreys posterior Beta(s+1/2, n-s+1/2)"),
-        ("s_hi", "DOUBLE", "95% quantile of the Jeffreys posterior"),
-        ("g", "DOUBLE", "ideal direction component g_a = p_a (S_hat_a - V_hat)"),
+        ("s", "INTEGER", "successful continuations among the judged ones"),
+        ("n", "INTEGER", "judged continuations (unverifiable ones excluded; 1 for a "
+         "deterministic candidate)"),
+        ("s_half", "INTEGER", "successes among the judged continuations of the first half "
+         "(continuation index < N/2; cross-fitting); deterministic: s"),
+        ("n_half", "INTEGER", "judged continuations of the first half; deterministic: n (both "
+         "halves carry the certain outcome)"),
+        ("n_unverifiable", "INTEGER", "continuations the verifier could not judge (timeout, "
+         "crash): neither success nor failure"),
+        ("deterministic", "BOOLEAN", "forced EOS or a token that fills the response budget: "
+         "verified once, S exactly 0 or 1, no posterior spread"),
+        ("s_hat", "DOUBLE", "s / n (NULL when nothing was judged)"),
+        ("s_lo", "DOUBLE", "5% quantile of the Jeffreys posterior Beta(s+1/2, n-s+1/2) "
+         "(deterministic: s_hat)"),
+        ("s_hi", "DOUBLE", "95% quantile of the Jeffreys posterior (deterministic: s_hat)"),
+        ("g", "DOUBLE", "ideal direction component g_a = (1/T) p_a (S_hat_a - V_hat), the "
+         "gradient of the node's success probability in raw logits (T: sampling temperature)"),
         ("h", "DOUBLE", "sharpening direction component h_a"),
         ("text_success", "VARCHAR", "one continuation text that succeeded (NULL if none)"),
         ("text_failure", "VARCHAR", "one continuation text that failed (NULL if none)"),
@@ -195,13 +204,14 @@ QUESTION_TABLES: tuple[Table, ...] = (
         *_NODE_KEY,
         ("teacher", "VARCHAR", "teacher configuration"),
         ("m_c", "DOUBLE", "teacher mass covered by the candidate set"),
-        ("advantage", "DOUBLE", "A_c = sum_C q_a (S_hat_a - V_hat)"),
+        ("advantage", "DOUBLE", "A_c = sum_C q_a (S_hat_a - V_hat) (NULL when unverifiable)"),
         ("advantage_lo", "DOUBLE", "5% bootstrap quantile of A_c"),
         ("advantage_hi", "DOUBLE", "95% bootstrap quantile of A_c"),
         ("advantage_a", "DOUBLE", "A_c from the first half of the continuations"),
         ("advantage_b", "DOUBLE", "A_c from the second half"),
-        ("beyond_rkl_a", "DOUBLE", "rKL alignment beyond sharpening from the first half"),
-        ("beyond_rkl_b", "DOUBLE", "... from the second half (cross-fitted oracle gain)"),
+        ("beyond_a", "DOUBLE", "alignment beyond sharpening under the rank signal (meta "
+         "rank_signal) from the first half"),
+        ("beyond_b", "DOUBLE", "... from the second half (cross-fitted oracle gain)"),
         ("teacher_entropy", "DOUBLE", "H(q), nats"),
         ("kl_pq", "DOUBLE", "KL(p || q), nats"),
         ("kl_qp", "DOUBLE", "KL(q || p), nats"),
@@ -218,20 +228,24 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("signal", "VARCHAR", "rkl | fkl | jsd | sampled"),
         ("d_norm2", "DOUBLE", "|d|^2 over the full vocabulary"),
         ("hd", "DOUBLE", "<h, d> over the full vocabulary"),
-        ("gain", "DOUBLE", "<g, d>: first-order change in success per unit step along d"),
+        ("gain", "DOUBLE", "<g, d>: first-order change in success per unit step along d (NULL "
+         "only when unverifiable)"),
         ("cos", "DOUBLE", "cos(g, d) over the full vocabulary (NULL: see null_reason)"),
         ("cos_c", "DOUBLE", "cosine restricted to the candidate set"),
         ("beyond", "DOUBLE", "cos(P g, P d), P projects out h (alignment beyond sharpening)"),
-        ("cos_lo", "DOUBLE", "5% Jeffreys-draw quantile of cos"),
+        ("cos_lo", "DOUBLE", "5% Jeffreys-draw quantile of cos (NULL with cos, like every "
+         "interval)"),
         ("cos_hi", "DOUBLE", "95% quantile of cos"),
         ("beyond_lo", "DOUBLE", "5% quantile of beyond"),
         ("beyond_hi", "DOUBLE", "95% quantile of beyond"),
         ("gain_lo", "DOUBLE", "5% quantile of gain"),
         ("gain_hi", "DOUBLE", "95% quantile of gain"),
         ("label", "VARCHAR", "helps | hurts | neutral from the cos interval (NULL with cos)"),
-        ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval"),
-        ("null_reason", "VARCHAR", "no_signal | zero_direction | no_sharpening_direction | "
-         "pure_sharpening | ideal_is_sharpening (beyond only), else NULL"),
+        ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval (NULL "
+         "with beyond)"),
+        ("null_reason", "VARCHAR", "unverifiable | no_signal | zero_direction | "
+         "no_sharpening_direction | pure_sharpening | ideal_is_sharpening (beyond only), else "
+         "NULL"),
         ("param_cos", "DOUBLE", "parameter-space cos(J^T g, J^T d) where the opt-in check ran"),
     ),
 )
@@ -255,24 +269,27 @@ SUMMARY_TABLES: tuple[Table, ...] = (
         ("mean", "DOUBLE", "mean over nodes"),
         ("lo", "DOUBLE", "5% quantile of the mean over a bootstrap of questions"),
         ("hi", "DOUBLE", "95% quantile"),
-        ("helps", "DOUBLE", "share of nodes labelled helps (cos / beyond metrics)"),
-        ("hurts", "DOUBLE", "share labelled hurts"),
-        ("neutral", "DOUBLE", "share labelled neutral"),
+        ("n_labelled", "BIGINT", "labelled nodes: the denominator of helps / hurts / neutral "
+         "(cos / beyond metrics; a NULL score has no label)"),
+        ("helps", "DOUBLE", "share of labelled nodes labelled helps (cos / beyond metrics)"),
+        ("hurts", "DOUBLE", "share of labelled nodes labelled hurts"),
+        ("neutral", "DOUBLE", "share of labelled nodes labelled neutral"),
     ),
     _t(
         "summary_best", "Best configuration per question and per family (mean beyond-sharpening "
-        "rKL alignment; ties broken by name).", ("scope", "key"),
+        "alignment under the rank signal, meta rank_signal; ties broken by name).",
+        ("scope", "key"),
         ("scope", "VARCHAR", "question | family | run"),
         ("key", "VARCHAR", "question_id, family name, or 'all'"),
         ("best_teacher", "VARCHAR", "configuration with the highest mean"),
-        ("best_mean", "DOUBLE", "its mean beyond-sharpening rKL alignment"),
+        ("best_mean", "DOUBLE", "its mean beyond-sharpening alignment (rank signal)"),
         ("runner_up", "VARCHAR", "second best"),
         ("margin", "DOUBLE", "best_mean - runner-up mean"),
         ("n", "BIGINT", "non-NULL nodes"),
     ),
     _t(
         "summary_oracle", "Cross-fitted oracle gain of choosing the teacher per node.", ("unit",),
-        ("unit", "VARCHAR", "alignment (beyond-sharpening rKL) | advantage"),
+        ("unit", "VARCHAR", "alignment (beyond sharpening, rank signal) | advantage"),
         ("oracle_mean", "DOUBLE", "mean over nodes of the per-node best, cross-fitted"),
         ("best_single", "VARCHAR", "best single teacher (cross-fitted choice)"),
         ("best_single_mean", "DOUBLE", "its mean"),
@@ -280,24 +297,26 @@ SUMMARY_TABLES: tuple[Table, ...] = (
         ("lo", "DOUBLE", "5% question-bootstrap quantile of oracle_gain"),
         ("hi", "DOUBLE", "95% quantile"),
         ("n", "BIGINT", "nodes"),
-        ("switch_rate", "DOUBLE", "share of consecutive probed node pairs where the confident "
-         "leader (best_prob >= 0.9 at both) changes"),
-        ("n_pairs", "BIGINT", "consecutive probed node pairs"),
+        ("switch_rate", "DOUBLE", "switches / n_pairs: share of qualifying pairs whose "
+         "confident leader changes"),
+        ("n_pairs", "BIGINT", "qualifying pairs: consecutive probed nodes of a rollout that both "
+         "have a confident leader (best_prob >= 0.9)"),
     ),
     _t(
-        "summary_position", "Help/hurt shares by position decile of the rollout (rKL, plain "
-        "cosine labels).", ("teacher", "correctness", "decile"),
+        "summary_position", "Help/hurt shares by position decile of the rollout (rank signal, "
+        "plain cosine labels).", ("teacher", "correctness", "decile"),
         ("teacher", "VARCHAR", "teacher configuration"),
         ("correctness", "VARCHAR", "correct | incorrect"),
         ("decile", "SMALLINT", "0..9: floor(10 pos / n_tokens)"),
         ("n", "BIGINT", "nodes"),
         ("mean_cos", "DOUBLE", "mean plain cosine"),
         ("mean_beyond", "DOUBLE", "mean beyond-sharpening alignment"),
-        ("helps", "DOUBLE", "share labelled helps"),
-        ("hurts", "DOUBLE", "share labelled hurts"),
+        ("n_labelled", "BIGINT", "labelled nodes: the denominator of helps / hurts"),
+        ("helps", "DOUBLE", "share of labelled nodes labelled helps"),
+        ("hurts", "DOUBLE", "share of labelled nodes labelled hurts"),
     ),
     _t(
-        "summary_proxy", "Spearman correlation of cheap proxies with alignment (rKL).",
+        "summary_proxy", "Spearman correlation of cheap proxies with alignment (rank signal).",
         ("teacher", "proxy", "target"),
         ("teacher", "VARCHAR", "teacher configuration"),
         ("proxy", "VARCHAR", "student_entropy | teacher_entropy | kl_pq | kl_qp | js | "
@@ -351,12 +370,13 @@ VIEWS: dict[str, str] = {
         FROM questions q
         LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id""",
     "best_switches": """
-        SELECT question_id, rollout, pos, best_teacher, best_prob,
-               lag(best_teacher) OVER w AS prev_teacher, lag(best_prob) OVER w AS prev_prob,
-               (best_prob >= 0.9 AND lag(best_prob) OVER w >= 0.9
-                AND best_teacher <> lag(best_teacher) OVER w) AS is_switch
-        FROM nodes WHERE best_teacher IS NOT NULL
-        WINDOW w AS (PARTITION BY question_id, rollout ORDER BY pos)""",
+        SELECT *, qualifies AND best_teacher <> prev_teacher AS is_switch
+        FROM (SELECT question_id, rollout, pos, best_teacher, best_prob,
+                     lag(pos) OVER w AS prev_pos, lag(best_teacher) OVER w AS prev_teacher,
+                     lag(best_prob) OVER w AS prev_prob,
+                     coalesce(best_prob >= 0.9 AND lag(best_prob) OVER w >= 0.9, false)
+                         AS qualifies
+              FROM nodes WINDOW w AS (PARTITION BY question_id, rollout ORDER BY pos))""",
     "failed_questions": """
         SELECT question_id, idx, error, seconds FROM questions WHERE status = 'failed'""",
 }
@@ -365,7 +385,8 @@ VIEW_DOCS: dict[str, str] = {
     "token_scores": "Every score joined with its token text, rollout correctness and node value.",
     "teacher_summary": "summary_alignment pivoted: one row per teacher, signal and correctness.",
     "question_summary": "One row per question with accuracy and its best teacher.",
-    "best_switches": "Consecutive probed nodes with the confident best teacher and switch flag.",
+    "best_switches": "Each probed node with the previous probed node of its rollout: qualifies "
+    "when both have a confident leader (best_prob >= 0.9), is_switch when that leader changes.",
     "failed_questions": "Questions whose computation failed, with the error.",
 }
 

@@ -110,14 +110,21 @@ class Scorer:
         self.cands_cfg = candidates
         self.chunk = max(1, min(chunk, CHUNK_ELEMENTS // max(student.vocab_size, 1)))
         self.response = response
+        self._response_t = torch.tensor(response, dtype=torch.long, device=student.device)
         self.n = len(response)
         self.hidden = hidden
         self.sources = list(sources)
 
     def _student_logps(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(log p_samp, log p_train) at response positions `rows`.
+
+        The sampled token is forced into the top-k / top-p set: decode kept it, and float noise
+        between decode's and this pass's logits must not turn its log p_samp into -inf.
+        """
         z = self.student.logits(self.hidden[0][rows])
         s = self.sampling
-        logp_samp = maths.sampling_logprobs(z, s.temperature, s.top_p, s.top_k)
+        sampled = self._response_t[rows.to(self._response_t.device)]
+        logp_samp = maths.sampling_logprobs(z, s.temperature, s.top_p, s.top_k, keep=sampled)
         logp_train = torch.log_softmax(z.double(), -1) if self.signals.train_distribution == \
             "raw" else logp_samp
         return logp_samp, logp_train
@@ -159,6 +166,9 @@ class Scorer:
             cand_ids[i, : len(c)] = c
         mask = cand_ids >= 0
         y_all = torch.tensor(self.response, device=dev)
+        # d = -dD/dz and h = -dH/dz in raw logits z, the coordinates of g: the closed forms are
+        # gradients in the logits of p_train, which are z / T when p_train is p_samp
+        unit = 1.0 if self.signals.train_distribution == "raw" else 1.0 / self.sampling.temperature
         out = NodeStats(positions, cand_ids, mask, np.zeros((m, k)), np.zeros((m, k)),
                         np.zeros(m))
         parts: dict[str, list[np.ndarray]] = {}
@@ -177,8 +187,8 @@ class Scorer:
             logp_samp, logp_train = self._student_logps(rows)
             h, h_cand, h2 = maths.sharpening_stats(logp_train, cidx)
             put("p", logp_samp.exp().gather(1, safe) * cmask)
-            put("h", h_cand)
-            put("h2", h2)
+            put("h", h_cand * unit)
+            put("h2", h2 * unit**2)
             for v in self.views:
                 name = v.cfg.name
                 logq = self._teacher_logq(v, rows)
@@ -188,9 +198,9 @@ class Scorer:
                 for sig in self.signals.families:
                     st = maths.direction_stats(sig, logp_train, logq, cidx, y,
                                                self.signals.jsd_beta, h=h)
-                    put(f"d/{name}/{sig}", st.d_cand * cmask)
-                    put(f"dn/{name}/{sig}", st.d_norm2)
-                    put(f"hd/{name}/{sig}", st.hd)
+                    put(f"d/{name}/{sig}", st.d_cand * cmask * unit)
+                    put(f"dn/{name}/{sig}", st.d_norm2 * unit**2)
+                    put(f"hd/{name}/{sig}", st.hd * unit**2)
                 for pname, val in maths.proxies(logp_train, logq, y,
                                                 max(self.cands_cfg.student_top_k, 1)).items():
                     put(f"x/{name}/{pname}", val)

@@ -26,7 +26,7 @@ CORRECTNESS = ("correct", "incorrect", "all")
 PROXIES = (
     "student_entropy", "teacher_entropy", "kl_pq", "kl_qp", "js", "teachability", "sampled_rank",
 )
-ORACLE_UNITS = {"alignment": "beyond_rkl", "advantage": "advantage"}
+ORACLE_UNITS = {"alignment": "beyond", "advantage": "advantage"}
 QUANTILES = (0.05, 0.95)
 _SUMMARY = {t.name: t for t in schema.SUMMARY_TABLES}
 
@@ -41,11 +41,12 @@ def materialise_summaries(
         con.execute(f"DROP TABLE IF EXISTS {t.name}")
     schema.create_tables(con, schema.SUMMARY_TABLES)
     qids, weights = question_weights(con, draws=draws, seed=seed)
+    signal = rank_signal(con)
     _insert(con, "summary_alignment", _alignment_rows(con, qids, weights))
-    con.execute(f"INSERT INTO summary_best {_BEST_SQL}")
+    con.execute(f"INSERT INTO summary_best {_BEST_SQL}", [signal])
     _insert(con, "summary_oracle", _oracle_rows(con, qids, weights))
-    con.execute(f"INSERT INTO summary_position {_POSITION_SQL}")
-    _insert(con, "summary_proxy", _proxy_rows(con))
+    con.execute(f"INSERT INTO summary_position {_POSITION_SQL}", [signal])
+    _insert(con, "summary_proxy", _proxy_rows(con, signal))
     con.execute(f"INSERT INTO summary_question_teacher {_QUESTION_TEACHER_SQL}")
     key = sequence_key(seed, "bootstrap", "summary")
     con.execute("DELETE FROM meta WHERE key = 'summary_bootstrap'")
@@ -53,6 +54,12 @@ def materialise_summaries(
         "INSERT INTO meta VALUES ('summary_bootstrap', ?)",
         [json.dumps({"draws": draws, "seed": seed, "key": key, "unit": "question"})],
     )
+
+
+def rank_signal(con: duckdb.DuckDBPyConnection) -> str:
+    """The signal that ranks teachers in this run (meta rank_signal; rkl when unrecorded)."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'rank_signal'").fetchone()
+    return row[0] if row else "rkl"
 
 
 def question_weights(
@@ -186,6 +193,7 @@ def _alignment_rows(
             out["n"].append(n)
             out["null_share"].append(1.0 - n / nodes[j])
             out["mean"].append(sums[:, j].sum() / n if n else None)
+            out["n_labelled"].append(int(labelled) if metric in ("cos", "beyond") else None)
             out["lo"].append(_finite(lo[j]))
             out["hi"].append(_finite(hi[j]))
             for k, lab in enumerate(schema.LABELS):
@@ -200,7 +208,7 @@ _BEST_SQL = """
     WITH b AS (
         SELECT s.question_id, q.family, s.teacher, s.beyond
         FROM scores s JOIN questions q USING (question_id) JOIN teachers t USING (teacher)
-        WHERE s.signal = 'rkl' AND s.beyond IS NOT NULL AND NOT t.is_control),
+        WHERE s.signal = $1 AND s.beyond IS NOT NULL AND NOT t.is_control),
     per AS (
         SELECT 'question' AS scope, question_id AS key, teacher, avg(beyond) AS m, count(*) AS n
         FROM b GROUP BY ALL
@@ -221,11 +229,11 @@ _BEST_SQL = """
 _POSITION_SQL = """
     SELECT s.teacher, CASE WHEN r.correct THEN 'correct' ELSE 'incorrect' END,
            least(floor(10 * s.pos / r.n_tokens), 9)::SMALLINT AS decile,
-           count(*), avg(s.cos), avg(s.beyond),
+           count(*), avg(s.cos), avg(s.beyond), count(s.label),
            count(*) FILTER (s.label = 'helps') / nullif(count(s.label), 0),
            count(*) FILTER (s.label = 'hurts') / nullif(count(s.label), 0)
     FROM scores s JOIN rollouts r USING (question_id, rollout)
-    WHERE s.signal = 'rkl' AND r.correct IS NOT NULL
+    WHERE s.signal = $1 AND r.correct IS NOT NULL
     GROUP BY ALL ORDER BY 1, 2, 3"""
 
 _QUESTION_TEACHER_SQL = """
@@ -241,7 +249,7 @@ _PROXY_SQL = """
     FROM scores s
     JOIN node_teacher nt USING (question_id, rollout, pos, teacher)
     JOIN tokens t USING (question_id, rollout, pos)
-    WHERE s.signal = 'rkl' AND s.teacher = ?"""
+    WHERE s.signal = ? AND s.teacher = ?"""
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -259,7 +267,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return float((rx * ry).sum() / denom) if denom > 0 else None
 
 
-def _proxy_rows(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
+def _proxy_rows(con: duckdb.DuckDBPyConnection, signal: str) -> dict[str, list]:
     """Spearman per teacher, proxy and target, over nodes where both are present.
 
     Ranked in numpy, one teacher at a time: DuckDB's window ranks were ~30x slower here.
@@ -267,7 +275,7 @@ def _proxy_rows(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
     out: dict[str, list] = {c: [] for c in _SUMMARY["summary_proxy"].column_names}
     for (teacher,) in con.execute("SELECT teacher FROM teachers ORDER BY teacher").fetchall():
         cols = {k: np.ma.filled(np.ma.asarray(v, dtype=np.float64), np.nan)
-                for k, v in con.execute(_PROXY_SQL, [teacher]).fetchnumpy().items()}
+                for k, v in con.execute(_PROXY_SQL, [signal, teacher]).fetchnumpy().items()}
         if cols["cos"].size == 0:
             continue
         for proxy in PROXIES:
@@ -315,7 +323,7 @@ def _oracle_rows(
 ) -> dict[str, list]:
     out: dict[str, list] = {c: [] for c in _SUMMARY["summary_oracle"].column_names}
     n_pairs, n_switch = con.execute(
-        "SELECT count(prev_teacher), count(*) FILTER (is_switch) "
+        "SELECT count(*) FILTER (qualifies), count(*) FILTER (is_switch) "
         f"FROM ({schema.VIEWS['best_switches']})"
     ).fetchone()
     q_index = {q: i for i, q in enumerate(qids)}

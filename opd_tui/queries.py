@@ -413,7 +413,7 @@ def node_query(question_id: str, rollout: int, pos: int) -> Query:
         """
         SELECT t.pos, t.token_id, t.token_text, t.logp, t.entropy, t.probed, n.v_hat,
                n.value_change, n.m_s, n.n_candidates, n.n_cont, n.null_reason, n.best_teacher,
-               n.best_prob, n.g_zero_share
+               n.best_prob
         FROM tokens t LEFT JOIN nodes n USING (question_id, rollout, pos)
         WHERE t.question_id = ? AND t.rollout = ? AND t.pos = ?""",
         (question_id, rollout, pos),

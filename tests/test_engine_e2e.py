@@ -100,15 +100,17 @@ def test_scores_recomputed_from_stored_columns(signal_run: Path) -> None:
 
 
 def test_teacher_positions_are_aligned(tmp_path: Path) -> None:
-    """A bigram teacher (q at t depends only on y_{t-1}) under a longer prompt, and a self
-    teacher with the student's prompt (q == p) and with a longer prompt (direct forward)."""
+    """A bigram teacher (q at t depends only on y_{t-1}) and a self teacher (direct forward),
+    each under a prompt of another length than the student's. (A teacher equal to the student
+    is checked with its own trunk pass in test_engine_numbers.)"""
     root = tmp_path
     cfg = make_world(root, questions=2, max_new=7, rollouts=2, n=2)
     tok = make_tokenizer()
     table_ = torch.randn(len(tok), len(tok)) * 3
     save(bigram_model(tok, table_), tok, root / "bigram")
-    text = cfg.read_text().replace('model = "teacher"', 'model = "bigram"')
-    text += '\n[[teachers]]\nname = "same"\nkind = "self"\nprompt = "Q:{question} A:"\n'
+    text = cfg.read_text().replace('model = "teacher"\nprompt = "Q:{question} A:"',
+                                   'model = "bigram"\nprompt = "Q:{question} think it over. A:"')
+    assert "bigram" in text
     cfg.write_text(text)
     db = run_ok(cfg)
     rows = table(db, """SELECT ct.question_id, ct.rollout, ct.pos, c.token_id, ct.teacher, ct.q, c.p
@@ -123,15 +125,12 @@ def test_teacher_positions_are_aligned(tmp_path: Path) -> None:
 
     student = AutoModelForCausalLM.from_pretrained(root / "student").eval()
     direct: dict[tuple, torch.Tensor] = {}
-    n_bigram = n_same = n_self = 0
-    for q, r, t, a, te, qv, p in rows:
+    n_bigram = n_self = 0
+    for q, r, t, a, te, qv, _p in rows:
         if te == "strong":
             prev = toks[(q, r, t - 1)] if t > 0 else tid(tok, prompts[(q, te)][-1])
             assert abs(qv - q_b[prev, a].item()) < 1e-5
             n_bigram += 1
-        elif te == "same":
-            assert abs(qv - p) < 1e-6
-            n_same += 1
         elif te == "self_answer":
             key = (q, r)
             if key not in direct:
@@ -142,10 +141,11 @@ def test_teacher_positions_are_aligned(tmp_path: Path) -> None:
                 direct[key] = torch.softmax(logits[len(ids) - 1:], -1)
             assert abs(qv - direct[key][t, a].item()) < 1e-5
             n_self += 1
-    assert n_bigram > 10 and n_same > 10 and n_self > 10
-    # the longer prompt really is longer: an off-by-one would have shifted q
+    assert n_bigram > 10 and n_self > 10
+    # the prompts really differ in length: an off-by-one would have shifted q
     lens = dict(table(db, "SELECT teacher, max(n_prompt_tokens) FROM teacher_prompts GROUP BY 1"))
-    assert lens["self_answer"] > lens["same"]
+    student_len = table(db, "SELECT max(length(prompt)) FROM rollouts")[0][0]  # 1 char: 1 token
+    assert lens["strong"] > student_len + 10 and lens["self_answer"] > student_len
 
 
 def _s_world(root: Path, n: int) -> Path:

@@ -72,6 +72,55 @@ def test_run_stores_param_cos_on_a_sample_of_nodes(tmp_path: Path) -> None:
                               FROM scores WHERE param_cos IS NOT NULL""")[0]
     assert 1 <= nodes_with[0] <= 2 * 2
     assert -1 - 1e-9 <= nodes_with[2] <= nodes_with[3] <= 1 + 1e-9
+    _check_param_cos_by_autograd(tmp_path, db)
+
+
+def _check_param_cos_by_autograd(root: Path, db: Path) -> None:
+    """Recompute every stored reverse-KL param_cos independently: J^T g as the autograd gradient
+    of sum_C p_a S_a + (1 - m_s) V_hat (S held fixed), J^T d as minus that of KL(p || q) with
+    the teacher's q held fixed, both over the same parameter groups."""
+    from transformers import AutoModelForCausalLM
+
+    tok = make_tokenizer()
+    student = AutoModelForCausalLM.from_pretrained(root / "student").double().eval()
+    teacher = AutoModelForCausalLM.from_pretrained(root / "teacher").double().eval()
+    params = [student.lm_head.weight] + [
+        p for n, p in student.named_parameters() if n.startswith("model.layers.1.")]
+    prompt = {q: tok(pr, add_special_tokens=False)["input_ids"] for q, pr in table(
+        db, "SELECT DISTINCT question_id, prompt FROM rollouts")}
+    toks = {(q, r, t): i for q, r, t, i in table(
+        db, "SELECT question_id, rollout, pos, token_id FROM tokens")}
+    stored = table(db, """SELECT question_id, rollout, pos, teacher, param_cos FROM scores
+                          WHERE param_cos IS NOT NULL AND signal = 'rkl'
+                            AND teacher IN ('strong', 'self_answer')""")
+    assert stored
+    for q, r, t, name, want in stored:
+        cands = table(db, f"""SELECT token_id, s / n FROM candidates WHERE question_id = '{q}'
+                              AND rollout = {r} AND pos = {t} ORDER BY cand""")
+        ids = torch.tensor([c for c, _ in cands])
+        s_hat = torch.tensor([v for _, v in cands], dtype=torch.float64)
+        prefix = prompt[q] + [toks[(q, r, i)] for i in range(t)]
+        for p in params:
+            p.requires_grad_(True)
+        logp = torch.log_softmax(student(torch.tensor([prefix])).logits[0, -1], -1)
+        p_c = logp.exp()[ids]
+        v_hat = (p_c * s_hat).sum().detach() / p_c.sum().detach()
+        ideal = torch.autograd.grad((p_c * s_hat).sum() + (1 - p_c.sum()) * v_hat, params,
+                                    retain_graph=True)
+        t_prefix = prefix if name == "strong" else tok(table(
+            db, f"SELECT prompt FROM teacher_prompts WHERE question_id = '{q}' "
+            f"AND teacher = '{name}'")[0][0], add_special_tokens=False)["input_ids"] + prefix[
+            len(prompt[q]):]
+        with torch.no_grad():
+            model = teacher if name == "strong" else student
+            logq = torch.log_softmax(model(torch.tensor([t_prefix])).logits[0, -1], -1)
+        kl = (logp.exp() * (logp - logq)).sum()
+        pull = torch.autograd.grad(-kl, params)
+        for p in params:
+            p.requires_grad_(False)
+        a = torch.cat([x.reshape(-1) for x in ideal])
+        b = torch.cat([x.reshape(-1) for x in pull])
+        assert want == pytest.approx(float(a @ b / (a.norm() * b.norm())), abs=1e-5)
 
 
 def test_bad_groups_fail_before_any_work(tmp_path: Path) -> None:

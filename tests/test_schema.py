@@ -117,6 +117,7 @@ def _consistent_db(rng: np.random.Generator, n_nodes: int = 3, vocab: int = 9):
     """Tables filled from true full-vocabulary vectors, plus the expected scores."""
     con = duckdb.connect(":memory:")
     schema.create_tables(con)
+    con.execute("INSERT INTO meta VALUES ('sampling_temperature', '1.0')")
     expected = {}
     cand_rows, ct_rows, node_rows, score_rows = [], [], [], []
     for pos in range(n_nodes):

@@ -51,6 +51,7 @@ def test_alignment_means_match_a_plain_loop(db: duckdb.DuckDBPyConnection, corr:
         assert got["null_share"] == pytest.approx(1 - len(values) / len(keep))
     labels = [r[3] for r in keep if r[3] is not None]
     got = _summary(db, "strong", "rkl", corr, "cos")
+    assert got["n_labelled"] == len(labels) == got["n"]  # a label exactly where cos is defined
     for lab in ("helps", "hurts", "neutral"):
         assert got[lab] == pytest.approx(labels.count(lab) / len(labels))
 
@@ -194,10 +195,12 @@ def _hand_built() -> duckdb.DuckDBPyConnection:
         ('A', false), ('B', false), ('ctrl_sharpened', true)""")
     con.execute("""INSERT INTO rollouts (question_id, rollout, correct, n_tokens) VALUES
         ('q1', 0, true, 10), ('q2', 0, false, 10)""")
-    # best_teacher sequence in q1: A(0.95) -> B(0.95) switch -> B(0.5); q2: one node, no pair
+    # best_teacher sequence in q1: A(0.95) -> B(0.95) switch -> B(0.5) (no confident leader:
+    # no pair); q2: A(0.99) -> none -> B(0.95): the probed node between breaks the pair, so
+    # A -> B there is no switch (comparing with the previous node that has a leader was wrong)
     con.execute("""INSERT INTO nodes (question_id, rollout, pos, best_teacher, best_prob) VALUES
         ('q1', 0, 0, 'A', 0.95), ('q1', 0, 1, 'B', 0.95), ('q1', 0, 2, 'B', 0.5),
-        ('q2', 0, 0, 'A', 0.99), ('q2', 0, 1, NULL, NULL)""")
+        ('q2', 0, 0, 'A', 0.99), ('q2', 0, 1, NULL, NULL), ('q2', 0, 2, 'B', 0.95)""")
     # (node, teacher, half a, half b): same numbers in both units
     values = [
         ("q1", 0, "A", 0.9, 0.1), ("q1", 0, "B", 0.2, 0.5),  # a picks A -> 0.1; b picks B -> 0.2
@@ -208,7 +211,7 @@ def _hand_built() -> duckdb.DuckDBPyConnection:
         ("q2", 0, "ctrl_sharpened", 9.0, 9.0),  # controls never chosen
     ]
     con.executemany("""INSERT INTO node_teacher (question_id, rollout, pos, teacher, advantage,
-        advantage_a, advantage_b, beyond_rkl_a, beyond_rkl_b) VALUES (?, 0, ?, ?, 0, ?, ?, ?, ?)""",
+        advantage_a, advantage_b, beyond_a, beyond_b) VALUES (?, 0, ?, ?, 0, ?, ?, ?, ?)""",
                     [(q, pos, t, a, b, a, b) for q, pos, t, a, b in values])
     return con
 
@@ -229,11 +232,59 @@ def test_oracle_gain_on_a_hand_built_table() -> None:
         assert row["best_single_mean"] == pytest.approx(single)
         assert row["oracle_gain"] == pytest.approx(oracle - single)
         assert row["lo"] <= row["hi"]
-        assert (row["switch_rate"], row["n_pairs"]) == (0.5, 2)
+        assert (row["switch_rate"], row["n_pairs"]) == (1.0, 1)
+
+
+def _oracle_db(half_a: np.ndarray, half_b: np.ndarray) -> duckdb.DuckDBPyConnection:
+    """A run with only what the oracle reads: nodes x teachers half-scores in both units."""
+    con = duckdb.connect(":memory:")
+    schema.create_tables(con)
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
+    names = [f"t{i}" for i in range(half_a.shape[1])]
+    con.executemany("INSERT INTO teachers (teacher, is_control) VALUES (?, false)",
+                    [(t,) for t in names])
+    nodes = half_a.shape[0]
+    con.execute("INSERT INTO rollouts (question_id, rollout, correct, n_tokens) "
+                "SELECT 'q' || (i % 40), 0, true, 1000 FROM range(40) r(i)")
+    con.execute("INSERT INTO nodes (question_id, rollout, pos) "
+                "SELECT 'q' || (i % 40), 0, i FROM range(?) r(i)", [nodes])
+    import pyarrow as pa
+
+    batch = pa.table({
+        "question_id": [f"q{i % 40}" for i in range(nodes) for _ in names],
+        "pos": [i for i in range(nodes) for _ in names],
+        "teacher": names * nodes,
+        "a": half_a.ravel(), "b": half_b.ravel()})
+    con.register("halves", batch)
+    con.execute("""INSERT INTO node_teacher (question_id, rollout, pos, teacher, advantage,
+        advantage_a, advantage_b, beyond_a, beyond_b)
+        SELECT question_id, 0, pos, teacher, 0, a, b, a, b FROM halves""")
+    return con
+
+
+def test_sql_oracle_removes_selection_bias() -> None:
+    """The oracle the engine runs (SQL, at merge): teachers that are pure noise look like a big
+    per-node gain when chosen and scored on the same half; cross-fitting shows none, while a
+    real per-node best keeps its gain."""
+    rng = np.random.default_rng(8)
+    nodes, teachers = 4000, 3
+    a, b = rng.normal(size=(2, nodes, teachers))
+    naive = a.max(-1).mean() - a.mean(0).max()
+    con = _oracle_db(a, b)
+    materialise_summaries(con, draws=20)
+    gain, lo, hi = con.execute(
+        "SELECT oracle_gain, lo, hi FROM summary_oracle WHERE unit = 'alignment'").fetchone()
+    assert naive > 0.5 and abs(gain) < 0.05 and lo < 0.05
+    signal = rng.normal(size=(nodes, teachers))  # a real per-node best, seen by both halves
+    con = _oracle_db(signal + 0.1 * a, signal + 0.1 * b)
+    materialise_summaries(con, draws=20)
+    gain, lo = con.execute(
+        "SELECT oracle_gain, lo FROM summary_oracle WHERE unit = 'advantage'").fetchone()
+    assert gain > 0.5 and lo > 0.4
 
 
 def test_oracle_matches_a_plain_loop_on_the_fixture(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT question_id, rollout, pos, teacher, beyond_rkl_a, beyond_rkl_b
+    rows = db.execute("""SELECT question_id, rollout, pos, teacher, beyond_a, beyond_b
         FROM node_teacher JOIN teachers USING (teacher) WHERE NOT is_control""").fetchall()
     nodes: dict[tuple, dict[str, tuple]] = defaultdict(dict)
     for q, r, pos, t, a, b in rows:

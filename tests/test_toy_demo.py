@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pytest
 from engine_helpers import cli
 
@@ -59,6 +61,29 @@ def test_committed_demo_records_its_config_and_models(demo: duckdb.DuckDBPyConne
     assert sizes <= 8 * 2**20 and (SAMPLE / "demo.duckdb").stat().st_size <= 30 * 2**20
 
 
+# A committed file was computed on another CPU: kernels differ in the last bits of float32
+# logits (measured: 80 of 160 tokens rows differed by ~1e-7 in logp between two machines), so
+# floats are compared within these tolerances; ids, counts, texts and labels exactly.
+FLOAT_RTOL, FLOAT_ATOL = 1e-5, 1e-6
+
+
+def assert_rows_match(fresh: pa.Table, stored: pa.Table, key: list[str], name: str) -> None:
+    """Same keys and non-float values exactly, floats within FLOAT_RTOL / FLOAT_ATOL."""
+    assert fresh.num_rows == stored.num_rows, name
+    order = [(k, "ascending") for k in key]
+    fresh, stored = fresh.sort_by(order), stored.sort_by(order)
+    for col in fresh.column_names:
+        a, b = fresh[col].to_pylist(), stored[col].to_pylist()
+        if pa.types.is_floating(fresh.schema.field(col).type):
+            assert [x is None for x in a] == [x is None for x in b], f"{name}.{col} NULLs"
+            np.testing.assert_allclose(
+                np.array([np.nan if x is None else x for x in a], dtype=float),
+                np.array([np.nan if x is None else x for x in b], dtype=float),
+                rtol=FLOAT_RTOL, atol=FLOAT_ATOL, equal_nan=True, err_msg=f"{name}.{col}")
+        else:
+            assert a == b, f"{name}.{col}"
+
+
 def test_rerunning_one_demo_question_reproduces_its_rows(
         demo: duckdb.DuckDBPyConnection) -> None:
     from engine import runner
@@ -70,15 +95,9 @@ def test_rerunning_one_demo_question_reproduces_its_rows(
     world = runner.load_world(cfg)
     tables, _ = runner.process_question(world, q)
     world.close()
-    con = duckdb.connect()
-    con.execute(f"ATTACH '{SAMPLE / 'demo.duckdb'}' AS demo_db (READ_ONLY)").fetchall()
     for t in schema.QUESTION_TABLES:
         cols = [c for c in t.column_names if c != "seconds"]
-        fresh = tables[t.name].select(cols)
-        con.register("fresh", fresh)
-        stored = f"SELECT {', '.join(cols)} FROM demo_db.{t.name} WHERE question_id = ?"
-        diff = con.execute(f"""SELECT count(*) FROM (({stored} EXCEPT ALL SELECT * FROM fresh)
-                               UNION ALL (SELECT * FROM fresh EXCEPT ALL {stored}))""",
-                           [qid, qid]).fetchall()[0][0]
-        assert diff == 0, t.name
-        con.unregister("fresh")
+        stored = demo.execute(f"SELECT {', '.join(cols)} FROM {t.name} WHERE question_id = ?",
+                              [qid]).to_arrow_table()
+        fresh = tables[t.name].select(cols).cast(stored.schema)
+        assert_rows_match(fresh, stored, list(t.key), t.name)

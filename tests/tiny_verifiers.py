@@ -12,3 +12,16 @@ def has_seven(completion: str, question: Any) -> bool:
 
 def exploding(completion: str, question: Any) -> bool:
     raise RuntimeError("verifier bug")
+
+
+def flaky_seven(completion: str, question: Any) -> bool:
+    """has_seven, except that a third of the completions cannot be judged."""
+    if len(completion) % 3 == 0:
+        raise TimeoutError("verifier timed out (simulated)")
+    return "7" in completion
+
+
+def even_length(completion: str, question: Any) -> bool:
+    """Succeeds on about half of any model's completions (parity of the character codes):
+    almost every node has signal."""
+    return sum(map(ord, completion)) % 2 == 0

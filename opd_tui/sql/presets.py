@@ -91,10 +91,13 @@ FROM ranked
 GROUP BY ALL
 ORDER BY teacher, abs(spearman) DESC NULLS LAST"""),
     Preset("best_teacher_switching", "Per-token best-teacher switching per rollout", """\
--- How often the confident best teacher (best_prob >= 0.9) changes between probed nodes
+-- How often the confident best teacher (best_prob >= 0.9) changes between consecutive
+-- probed nodes; only pairs where both nodes have a confident leader qualify
 SELECT question_id, rollout, count(*) AS nodes,
+       count(*) FILTER (WHERE qualifies) AS pairs,
        count(*) FILTER (WHERE is_switch) AS switches,
-       count(*) FILTER (WHERE is_switch) / nullif(count(prev_teacher), 0) AS switch_rate,
+       count(*) FILTER (WHERE is_switch) / nullif(count(*) FILTER (WHERE qualifies), 0)
+           AS switch_rate,
        count(DISTINCT best_teacher) AS distinct_leaders, mode(best_teacher) AS usual_leader
 FROM best_switches
 GROUP BY ALL
