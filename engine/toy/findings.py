@@ -67,11 +67,13 @@ def _node_arrays(con: duckdb.DuckDBPyConnection, keys: list[tuple], teachers: Se
                     "(question_id, rollout, pos)").fetchone()[0] or 1
     out = {name: np.zeros((m, k)) for name in ("p", "s", "n", "h")}
     out["mask"] = np.zeros((m, k), dtype=bool)
-    for i, cand, p, s, n, h in con.execute("""SELECT i, cand, p, s, n, h FROM candidates
-                                              JOIN _keys USING (question_id, rollout, pos)
-                                           """).fetchall():
+    out["deterministic"] = np.zeros((m, k), dtype=bool)
+    for i, cand, p, s, n, h, det in con.execute("""SELECT i, cand, p, s, n, h, deterministic
+                                                   FROM candidates JOIN _keys
+                                                   USING (question_id, rollout, pos)
+                                                """).fetchall():
         out["p"][i, cand], out["s"][i, cand], out["n"][i, cand], out["h"][i, cand] = p, s, n, h
-        out["mask"][i, cand] = True
+        out["mask"][i, cand], out["deterministic"][i, cand] = True, det
     out["h2"] = np.zeros(m)
     for i, h2 in con.execute("SELECT i, h_norm2 FROM nodes JOIN _keys USING "
                              "(question_id, rollout, pos)").fetchall():
@@ -102,7 +104,7 @@ def pairwise(con: duckdb.DuckDBPyConnection, a: str, b: str, *, draws: int = 200
             continue
         arr = _node_arrays(con, keys, (a, b))
         rng = generator(sequence_key(seed, "bootstrap", f"findings:{cls}"))
-        s_draw = maths.jeffreys_draws(arr["s"], np.maximum(arr["n"], 1), draws, rng)
+        s_draw = maths.jeffreys_draws(arr["s"], arr["n"], draws, rng, arr["deterministic"])
         _, g_b = maths.ideal_direction(arr["p"], s_draw, arr["mask"])
         beyond = {}
         for t in (a, b):
