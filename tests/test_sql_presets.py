@@ -71,22 +71,24 @@ def test_switching_matches_a_python_loop(sandbox, fixture_db: Path) -> None:
     con = duckdb.connect(str(fixture_db), read_only=True)
     nodes = con.execute(
         "SELECT question_id, rollout, pos, best_teacher, best_prob FROM nodes "
-        "WHERE best_teacher IS NOT NULL ORDER BY question_id, rollout, pos"
+        "ORDER BY question_id, rollout, pos"
     ).fetchall()
     con.close()
+    # a pair is two consecutive probed nodes that both have a confident leader
     switches: dict[tuple, int] = defaultdict(int)
     pairs: dict[tuple, int] = defaultdict(int)
     prev: dict[tuple, tuple] = {}
     for q, r, _pos, teacher, prob in nodes:
         key = (q, r)
         if key in prev:
-            pairs[key] += 1
             p_teacher, p_prob = prev[key]
-            switches[key] += prob >= 0.9 and p_prob >= 0.9 and teacher != p_teacher
+            if prob is not None and p_prob is not None and prob >= 0.9 and p_prob >= 0.9:
+                pairs[key] += 1
+                switches[key] += teacher != p_teacher
         prev[key] = (teacher, prob)
     sql = next(p.sql for p in PRESETS if p.id == "best_teacher_switching")
     for row in _rows(sandbox, sql):
         key = (row["question_id"], row["rollout"])
-        assert row["switches"] == switches[key]
+        assert (row["switches"], row["pairs"]) == (switches[key], pairs[key])
         rate = switches[key] / pairs[key] if pairs[key] else None
         assert row["switch_rate"] == pytest.approx(rate)

@@ -97,7 +97,7 @@ def test_rerunning_one_demo_question_reproduces_its_rows(
     world.close()
     for t in schema.QUESTION_TABLES:
         cols = [c for c in t.column_names if c != "seconds"]
-        stored = demo.sql(f"SELECT {', '.join(cols)} FROM {t.name} WHERE question_id = ?",
-                          params=[qid]).to_arrow_table()
+        stored = demo.cursor().sql(f"SELECT {', '.join(cols)} FROM {t.name} WHERE question_id = ?",
+                                   params=[qid]).to_arrow_table()
         fresh = tables[t.name].select(cols).cast(stored.schema)
         assert_rows_match(fresh, stored, list(t.key), t.name)

@@ -69,13 +69,13 @@ def build(path: Path) -> Path:
                 if not probed:
                     continue
                 con.execute(
-                    "INSERT INTO nodes VALUES (?, ?, ?, 0.5, ?, 0.9, 2, 4, 0.1, 0.2, 0.05, 0, "
+                    "INSERT INTO nodes VALUES (?, ?, ?, 0.5, ?, 0.9, 2, 4, 0.1, 0.2, 0.05, "
                     "NULL, ?, 0.95)", [q, r, pos, 0.25 if pos % 4 == 0 else -0.25,
                                        TEACHERS[pos % 2][0]])
                 for c in range(2):
                     con.execute(
                         "INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, 'student', ?, ?, 4, "
-                        "1, 2, ?, 0.1, 0.9, ?, 0.01, 'ok text', NULL)",
+                        "1, 2, 0, false, ?, 0.1, 0.9, ?, 0.01, 'ok text', NULL)",
                         [q, r, pos, c, pos + c, text if c == 0 else "alt", c == 0,
                          0.6 - 0.2 * c, 3 - c, (3 - c) / 4, 0.05 * (1 - 2 * c)])
                     for name, *_ in TEACHERS:
@@ -102,7 +102,7 @@ def build(path: Path) -> Path:
                 for metric in ("cos", "beyond", "gain", "advantage"):
                     con.execute(
                         "INSERT INTO summary_alignment VALUES (?, ?, ?, ?, ?, 10, 0.1, ?, ?, ?, "
-                        "0.3, 0.2, 0.5)",
+                        "10, 0.3, 0.2, 0.5)",
                         [name, ctrl, s, corr, metric, 0.4 if corr == "incorrect" else 0.1,
                          0.3, 0.5])
     for q in QUESTIONS:
