@@ -141,8 +141,10 @@ def test_verifier_that_never_judges_leaves_every_node_unverifiable(tmp_path: Pat
 
 def test_batch_plan_changes_rows_only_within_tolerance(tmp_path: Path) -> None:
     """Another continuations batch_size: every key and token id is the same, S counts differ
-    only where float noise flips a sampled token (measured: 0 of 266 candidates here), floats
-    agree within 1e-9."""
+    only where float noise flips a sampled token, floats agree within 1e-9. Measured on this
+    CPU: 0 of 56 candidates here changed S, and 0 of 1,607 on 3 demo questions with batch 4096
+    vs 37 (every float bit-equal there); a GPU's batched kernels are where flips would appear,
+    so the bound allows 2%."""
     dbs = []
     for bs in (4096, 5):
         cfg = make_world(tmp_path / str(bs), questions=2, max_new=6, rollouts=2, n=6)
