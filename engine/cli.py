@@ -40,10 +40,12 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[Exception], ...]:
     from engine.config import ConfigError
     from engine.datasets import DatasetError
+    from engine.preflight import PreflightError
     from engine.schema import SchemaError
     from engine.store import RunDirError
 
-    errs: list[type[Exception]] = [UserError, ConfigError, DatasetError, RunDirError, SchemaError]
+    errs: list[type[Exception]] = [UserError, ConfigError, DatasetError, RunDirError, SchemaError,
+                                   PreflightError]
     if "engine.models" in sys.modules:
         from engine.models import ModelLoadError
         from engine.param_check import ParamGroupError
@@ -58,8 +60,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _fail(e: Exception) -> None:
     from engine.config import ConfigError
+    from engine.preflight import PreflightError
 
-    if isinstance(e, ConfigError):
+    if isinstance(e, (ConfigError, PreflightError)):
         err.print(f"[red]error:[/red] the config has {len(e.problems)} problem(s):")
         for p in e.problems:
             err.print(f"  - {p}", markup=False, highlight=False)
@@ -118,6 +121,79 @@ def run(
 
 
 def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noqa: ANN001
+    """Check everything, load the models, and only then touch the output directory.
+
+    Order matters for "nothing half-written": questions and everything checkable without
+    weights (preflight), the directory (read-only), the models, every prompt; then the lock,
+    recovery of what a killed run left, the previous run moved aside (--fresh) until the new
+    run's tables are written, the questions, the merge.
+    """
+    import signal
+
+    from engine import runner, store
+    from engine.preflight import preflight
+
+    if limit < 0:
+        raise UserError(f"--limit must be >= 0 (0 = all questions), got {limit}")
+    questions = runner.load_run_questions(cfg, limit)
+    preflight(cfg, questions)
+    store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
+    out.print(f"loading models for {len(questions)} questions -> {cfg.output_dir}")
+    t0 = time.perf_counter()
+    try:
+        world = runner.load_world(cfg)
+    except KeyboardInterrupt:
+        err.print("\n[yellow]interrupted[/yellow] while loading models: nothing was written")
+        raise typer.Exit(130) from None
+    results: list = []
+    try:
+        runner.render_all_prompts(world, questions)
+        env = runner.environment(world)
+
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            with store.run_lock(cfg.output_dir, "opd-engine run " + str(cfg.source)):
+                for line in store.recover_run_dir(cfg.output_dir):
+                    out.print(f"recovered: {line}")
+                store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
+                trash = store.discard_previous(cfg.output_dir) if fresh else None
+                store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, env))
+                store.forget_discarded(trash)
+                results = _run_questions(world, questions, cfg)
+                wall = time.perf_counter() - t0
+                db = store.merge(cfg.output_dir,
+                                 extra_meta={"timings": runner.timings_json(results, wall)},
+                                 draws=cfg.bootstrap_draws, seed=cfg.seed)
+        except KeyboardInterrupt:
+            done = store.finished_parts(cfg.output_dir)
+            ok = sum(1 for q in questions if done.get(q.id) == "ok")
+            err.print(f"\n[yellow]interrupted[/yellow]: {ok} of {len(questions)} questions are "
+                      f"finished and saved in {cfg.output_dir / store.PARTS_DIR} (the one in "
+                      "flight is lost). Run the same command again to resume: finished questions "
+                      "are skipped.", highlight=False)
+            raise typer.Exit(130) from None
+        except OSError as e:
+            done = store.finished_parts(cfg.output_dir) if cfg.output_dir.exists() else {}
+            raise UserError(
+                f"cannot write to {cfg.output_dir}: {e.strerror or e} ({e.filename or ''}). "
+                f"The {sum(1 for v in done.values() if v == 'ok')} finished question(s) in "
+                f"{cfg.output_dir / store.PARTS_DIR} are intact; free space (or fix the "
+                "directory) and run the same command again to resume") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        world.close()
+    _print_info(db)
+    if announce:
+        out.print(f"\nwrote {db}  ({wall:.1f}s)   explore it: [b]opd-tui {db}[/b]")
+    return db
+
+
+def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
+    """The question loop with its progress bar: questions, continuations/s, tokens/s, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -129,13 +205,6 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
 
     from engine import runner, store
 
-    questions = runner.load_run_questions(cfg, limit)
-    store.prepare_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
-    out.print(f"loading models for {len(questions)} questions -> {cfg.output_dir}")
-    t0 = time.perf_counter()
-    world = runner.load_world(cfg)
-    env = runner.environment(world)
-    store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, env))
     done_before = store.finished_parts(cfg.output_dir)
     skip = sum(1 for q in questions if done_before.get(q.id) == "ok")
     if skip:
@@ -164,15 +233,7 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
                     f"{st.seconds:.1f}s", highlight=False)
             progress.update(task, advance=1, rate=rate)
 
-        results = runner.run_questions(world, questions, cfg.output_dir, on_done)
-    world.close()
-    wall = time.perf_counter() - t0
-    db = store.merge(cfg.output_dir, extra_meta={"timings": runner.timings_json(results, wall)},
-                     draws=cfg.bootstrap_draws, seed=cfg.seed)
-    _print_info(db)
-    if announce:
-        out.print(f"\nwrote {db}  ({wall:.1f}s)   explore it: [b]opd-tui {db}[/b]")
-    return db
+        return runner.run_questions(world, questions, cfg.output_dir, on_done)
 
 
 def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
@@ -257,7 +318,10 @@ def _duration(seconds: float) -> str:
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")]) -> None:
-    """Check a config without loading any model: every problem is listed, exit 2 if any.
+    """Check a config without loading weights: every problem is listed, exit 2 if any.
+
+    Checks the config, the dataset, every template on every question, tokenizers, vocabulary
+    compatibility, chat templates, the verifier, the device and the output directory.
 
     [b]Example[/b]:  opd-engine validate my.toml
     """
@@ -266,9 +330,13 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
     try:
         cfg = parse_config(config)
         from engine.datasets import load_questions
+        from engine.preflight import preflight
+        from engine.store import check_run_dir
 
         qs = load_questions(Path(cfg.data.path), preset=cfg.data.preset, fields=cfg.data.fields,
                             limit=cfg.data.limit)
+        preflight(cfg, qs)
+        check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=False)
     except _user_errors() as e:
         _fail(e)
     teachers = ", ".join(f"{t.name} ({t.kind})" for t in cfg.all_teachers)

@@ -466,22 +466,15 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
     )
 
 
-_KNOWN_FIELDS = {"question", "solution", "final_answer", "id", "family"}
-
-
 def _check_template(template: str, where: str, mapping: dict[str, str]) -> list[str]:
-    """Unknown placeholders are config errors (checked against the dataset's normalised fields)."""
+    """Malformed templates are config errors. Whether each placeholder names a field is checked
+    against the dataset's actual rows (engine.preflight), since any column of a row is a field."""
     from engine.prompts import TemplateError, template_fields
 
     try:
-        names = template_fields(template)
+        template_fields(template)
     except TemplateError as e:
         return [f"{where}: {e}"]
-    allowed = _KNOWN_FIELDS | set(mapping) | {"options"}
-    bad = sorted(names - allowed)
-    if bad:
-        return [f"{where}: unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}; "
-                f"available: {', '.join('{' + a + '}' for a in sorted(allowed))}"]
     return []
 
 

@@ -230,12 +230,33 @@ def _read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         )
 
 
+MAX_LINE_BYTES = 8 << 20
+"""Longest JSONL line accepted (8 MiB): a real question with its worked solution is a few KB; a
+line far longer is a broken file, and reading it whole once cost 24 GB of RAM."""
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        lineno = 0
+        while True:
+            raw = lines.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            where = f"{path}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise DatasetError(
+                    f"{where}: line longer than {MAX_LINE_BYTES >> 20} MiB; each line must be one "
+                    "JSON object of a question (is this really a JSONL question file?)")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(
+                    f"{where}: not valid UTF-8 (byte {e.start + 1} of the line: "
+                    f"{raw[e.start:e.start + 4]!r}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

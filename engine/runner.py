@@ -139,6 +139,15 @@ def _prompt(world: World, t: TeacherConfig | None, q: Question) -> tuple[str, li
                          chat_template_kwargs=st.chat_template_kwargs)
 
 
+def render_all_prompts(world: World, questions: list[Question]) -> None:
+    """Render every model's prompt for every question (chat templates included) before anything
+    is written, so a template that fails on question 900 fails the run at its start."""
+    for q in questions:
+        _prompt(world, None, q)
+        for t in world.teachers:
+            _prompt(world, t, q)
+
+
 @dataclass
 class Seeded:
     """A question after its rollouts: prompts, scoring sources and hidden states."""

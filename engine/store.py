@@ -8,12 +8,16 @@ the question in flight. `merge` consolidates parts into `run.duckdb` under a tem
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
+import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +104,139 @@ def read_run_meta(run_dir: Path) -> dict[str, str]:
     return dict(con.execute("SELECT key, value FROM read_parquet(?)", [str(f)]).fetchall())
 
 
-def prepare_run_dir(run_dir: Path, fingerprint: str, *, fresh: bool) -> None:
-    """Create the run directory, or check it belongs to the same config (resume)."""
+LOCK_NAME = ".lock"
+DISCARDED_PREFIX = ".discarded-"
+_OLD = re.compile(r"^\.old-(.+)-[0-9a-f]{8}$")
+
+
+def _finished_count(run_dir: Path) -> int:
+    parts = run_dir / PARTS_DIR
+    return sum(1 for p in parts.glob("*/questions.parquet") if not p.parent.name.startswith(".")
+               ) if parts.is_dir() else 0
+
+
+def check_run_dir(run_dir: Path, fingerprint: str, *, fresh: bool) -> None:
+    """Read-only: may a run of this config use the directory? Raises RunDirError saying why not.
+
+    Called before any model loads (and again under the lock). A directory whose metadata is of
+    another config but which holds no finished question is simply taken over: nothing is lost.
+    """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"output {run_dir} is a file; choose a directory in output_dir")
-    meta = read_run_meta(run_dir) if run_dir.exists() else {}
-    has_parts = (run_dir / PARTS_DIR).exists() and any((run_dir / PARTS_DIR).iterdir())
-    if fresh:
-        for name in (PARTS_DIR, RUN_TABLES_DIR):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        (run_dir / RUN_DB_NAME).unlink(missing_ok=True)
-    elif meta and meta.get("config_hash") != fingerprint:
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise RunDirError(f"cannot create or write the output directory {run_dir}: "
+                                  f"{parent} is not a writable directory; set another "
+                                  "output_dir (or --out)")
+            break
+    if fresh or not run_dir.exists():
+        return
+    meta = read_run_meta(run_dir)
+    done = _finished_count(run_dir)
+    if meta and meta.get("config_hash") != fingerprint and done:
         raise RunDirError(
-            f"{run_dir} holds a run of a different config (hash {meta.get('config_hash')}, this "
-            f"config {fingerprint}); pass --fresh to discard it or set another output_dir")
-    elif not meta and has_parts:
-        raise RunDirError(f"{run_dir} has parts but no run metadata; pass --fresh to discard them")
-    run_dir.mkdir(parents=True, exist_ok=True)
+            f"{run_dir} holds {done} finished question(s) of a different config (hash "
+            f"{meta.get('config_hash')}, this config {fingerprint}); set another output_dir "
+            "(or --out), or pass --fresh to start over, which deletes those results")
+    if not meta and done and not any(run_dir.glob(DISCARDED_PREFIX + "*")) \
+            and not any(run_dir.glob(".old-run-*")):
+        raise RunDirError(
+            f"{run_dir} has {done} finished question part(s) but no run metadata "
+            f"({RUN_TABLES_DIR}/meta.parquet), so it can be neither resumed nor merged. Set "
+            "another output_dir, or pass --fresh to start over, which deletes those parts")
+
+
+@contextmanager
+def run_lock(run_dir: Path, command: str) -> Iterator[None]:
+    """Exclusive use of a run directory by one process (flock: released if the process dies).
+
+    A second process is refused with who holds the lock; the holder's temp files are then known
+    to be its own, so everything else that looks temporary belongs to a dead process.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = (run_dir / LOCK_NAME).open("a+")
+    except OSError as e:
+        raise RunDirError(f"cannot create the output directory {run_dir}: {e.strerror}; set "
+                          "another output_dir (or --out)") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown process"
+            raise RunDirError(f"{run_dir} is in use by another opd-engine process ({holder}); "
+                              "wait for it to finish or stop it, or use another output_dir"
+                              ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {command}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing the descriptor releases the lock
+
+
+def recover_run_dir(run_dir: Path) -> list[str]:
+    """Undo what a killed process left half-done; call with the lock held. Returns what it did.
+
+    Every rename sequence is dest -> .old-*, tmp -> dest: a kill between the two leaves no dest
+    and a complete .old-* (restored here). `.tmp-*` directories and `.run.duckdb.*.tmp` files
+    are unfinished writes of dead processes (removed). A `--fresh` start moves the previous run
+    into `.discarded-*` until the new run's tables are written: if they were not, it is put back.
+    """
+    run_dir = Path(run_dir)
+    did: list[str] = []
+    for base in (run_dir, run_dir / PARTS_DIR):
+        if not base.is_dir():
+            continue
+        for entry in sorted(base.iterdir()):
+            m = _OLD.match(entry.name)
+            if m and not (base / m.group(1)).exists():
+                entry.rename(base / m.group(1))
+                did.append(f"restored {base.name}/{m.group(1)} from an interrupted rewrite")
+            elif m:
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name.startswith(".tmp-"):
+                shutil.rmtree(entry, ignore_errors=True)
+                did.append(f"removed an unfinished write ({entry.name})")
+    for tmp in run_dir.glob(f".{RUN_DB_NAME}.*.tmp*"):
+        tmp.unlink(missing_ok=True)
+        did.append(f"removed an unfinished merge ({tmp.name})")
+    for trash in sorted(run_dir.glob(DISCARDED_PREFIX + "*")):
+        if (run_dir / RUN_TABLES_DIR / "meta.parquet").exists():
+            shutil.rmtree(trash, ignore_errors=True)
+            did.append(f"removed the run discarded by --fresh ({trash.name})")
+            continue
+        for item in trash.iterdir():
+            if not (run_dir / item.name).exists():
+                item.rename(run_dir / item.name)
+        shutil.rmtree(trash, ignore_errors=True)
+        did.append("restored the previous run: a --fresh start was interrupted before it began")
+    return did
+
+
+def discard_previous(run_dir: Path) -> Path | None:
+    """Move a previous run aside (for --fresh); `forget_discarded` deletes it once the new run
+    has started, `recover_run_dir` restores it if the new one never did."""
+    items = [run_dir / n for n in (PARTS_DIR, RUN_TABLES_DIR, RUN_DB_NAME)
+             if (run_dir / n).exists()]
+    if not items:
+        return None
+    trash = run_dir / f"{DISCARDED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    trash.mkdir()
+    for item in items:
+        item.rename(trash / item.name)
+    return trash
+
+
+def forget_discarded(trash: Path | None) -> None:
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def meta_table(items: Mapping[str, Any]) -> pa.Table:

@@ -123,3 +123,97 @@ def test_plan_counts_what_run_does(tmp_path: Path) -> None:
     code, out = cli("plan", str(cfg_path), "--sample", "2")
     assert code == 0, out
     assert "probed nodes" in out and "calibration on cpu" in out
+
+
+def _copy_model(src: Path, dst: Path, *, drop: tuple[str, ...] = ()) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    for name in drop:
+        (dst / name).unlink()
+    return dst
+
+
+def _bad_inputs(world: Path) -> list[tuple[str, str, str, list[str]]]:
+    """(id, old, new, expected message) per bad input; files they need are made here."""
+    import json
+
+    root = world.parent
+    (root / "latin1.jsonl").write_bytes(b'{"id": "a", "question": "caf\xe9", "final_answer": "1"}\n')
+    (root / "huge.jsonl").write_bytes(b'{"id": "a", "question": "' + b"x" * (9 << 20) + b'"}\n')
+    (root / "a_file").write_text("not a directory")
+    if not (root / "no_tok").exists():
+        _copy_model(root / "teacher", root / "no_tok",
+                    drop=("tokenizer.json", "tokenizer_config.json"))
+    if not (root / "other_vocab").exists():
+        _copy_model(root / "teacher", root / "other_vocab")
+        tj = root / "other_vocab" / "tokenizer.json"
+        data = json.loads(tj.read_text())
+        vocab = data["model"]["vocab"]
+        a, b = "a", "b"
+        vocab[a], vocab[b] = vocab[b], vocab[a]
+        tj.write_text(json.dumps(data))
+    cases = [
+        ("non-utf8", 'path = "questions.jsonl"', 'path = "latin1.jsonl"', ["not valid UTF-8"]),
+        ("huge line", 'path = "questions.jsonl"', 'path = "huge.jsonl"', ["longer than 8 MiB"]),
+        ("unwritable out", 'output_dir = "run"', 'output_dir = "a_file/run"',
+         ["not a writable directory"]),
+        ("no tokenizer", 'model = "teacher"', 'model = "no_tok"', ["has no tokenizer files"]),
+        ("vocab mismatch", 'model = "teacher"', 'model = "other_vocab"', ["tokenizers differ"]),
+        ("verifier module", 'kind = "numeric"', 'kind = "callable"\ncallable = "nope_mod:f"',
+         ["cannot import module 'nope_mod'"]),
+        ("format spec", 'prompt = "Q:{question} ={final_answer} A:"',
+         'prompt = "Q:{question:d} A:"', ["Unknown format code 'd'"]),
+        ("system prompt", 'prompt = "Q:{{question}} A:"\n\n[data]',
+         'prompt = "Q:{{question}} A:"\nsystem_prompt = "Be brief."\n\n[data]',
+         ["apply only with chat_template = true"]),
+        ("no chat template", 'prompt = "Q:{{question}} A:"\n\n[data]',
+         'prompt = "Q:{{question}} A:"\nchat_template = true\n\n[data]',
+         ["has no chat template"]),
+    ]
+    import torch
+
+    if not torch.cuda.is_available():  # on a GPU machine the device is fine: nothing to test
+        cases.append(("no cuda", "seed = 0", 'seed = 0\ndevice = "cuda"',
+                      ["CUDA is not available"]))
+    return cases
+
+
+def test_bad_inputs_are_named_before_anything_is_written(world: Path, tmp_path: Path) -> None:
+    """validate says what run would fail on; run fails before creating the output dir."""
+    for name, old, new, messages in _bad_inputs(world):
+        old = old.replace("{{", "{").replace("}}", "}")
+        new = new.replace("{{", "{").replace("}}", "}")
+        cfg = _variant(world, tmp_path, old, new)
+        for command in ("validate", "run"):
+            code, out = cli(command, str(cfg))
+            flat = " ".join(out.split())
+            assert code == 2, (name, command, out)
+            assert all(m in flat for m in messages), (name, command, out)
+            assert "Traceback" not in out, (name, out)
+        assert not (world.parent / "run").exists(), name
+
+
+def test_negative_limit_is_refused(world: Path) -> None:
+    code, out = cli("run", str(world), "--limit", "-1")
+    assert code == 2 and "--limit must be >= 0" in out
+    assert not (world.parent / "run").exists()
+
+
+def test_any_dataset_field_is_a_placeholder_and_a_fixed_config_resumes(tmp_path: Path) -> None:
+    """A real column ({hint}) is accepted; a run that failed on a template wrote nothing, so the
+    corrected config is not refused as 'a different config'."""
+    import json
+
+    cfg = make_world(tmp_path, questions=1, max_new=3, rollouts=1, n=2)
+    rows = [json.loads(r) | {"hint": "add"} for r in
+            (tmp_path / "questions.jsonl").read_text().splitlines()]
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = cfg.read_text()
+    cfg.write_text(text.replace('={final_answer} A:"', '={final_answer:d} A:"'))
+    code, out = cli("run", str(cfg))
+    assert code == 2 and "Unknown format code" in out
+    assert not (tmp_path / "run").exists()
+    cfg.write_text(text.replace('={final_answer} A:"', '={final_answer} {hint} A:"'))
+    code, out = cli("run", str(cfg))
+    assert code == 0, out

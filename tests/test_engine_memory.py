@@ -162,7 +162,7 @@ def test_one_resident_model_visits_each_model_once_per_batch(tmp_path: Path) -> 
                             f"question_batch = {batch}\n")
         cfg = parse_config(cfg_path)
         world = runner.load_world(cfg)
-        store.prepare_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=True)
+        store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=True)
         store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, {}))
         results = runner.run_questions(world, runner.load_run_questions(cfg), cfg.output_dir)
         world.close()
