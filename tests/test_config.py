@@ -139,7 +139,8 @@ def _bad_inputs(world: Path) -> list[tuple[str, str, str, list[str]]]:
     import json
 
     root = world.parent
-    (root / "latin1.jsonl").write_bytes(b'{"id": "a", "question": "caf\xe9", "final_answer": "1"}\n')
+    (root / "latin1.jsonl").write_bytes(
+        b'{"id": "a", "question": "caf\xe9", "final_answer": "1"}\n')
     (root / "huge.jsonl").write_bytes(b'{"id": "a", "question": "' + b"x" * (9 << 20) + b'"}\n')
     (root / "a_file").write_text("not a directory")
     if not (root / "no_tok").exists():
