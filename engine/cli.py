@@ -150,10 +150,8 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
         runner.render_all_prompts(world, questions)
         env = runner.environment(world)
 
-        def on_term(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = {sig: signal.signal(sig, store.on_stop_signal)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with store.run_lock(cfg.output_dir, "opd-engine run " + str(cfg.source)):
                 for line in store.recover_run_dir(cfg.output_dir):
@@ -183,7 +181,8 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
                 f"{cfg.output_dir / store.PARTS_DIR} are intact; free space (or fix the "
                 "directory) and run the same command again to resume") from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         world.close()
     _print_info(db)
@@ -375,11 +374,16 @@ def merge(run_dir: Annotated[Path, typer.Argument(help="run directory with parts
     from engine import store
 
     try:
-        meta = store.read_run_meta(run_dir)
-        if not meta:
-            raise UserError(f"{run_dir} is not a run directory (no run/meta.parquet)")
-        db = store.merge(run_dir, draws=int(meta.get("bootstrap_draws", 200)),
-                         seed=int(meta.get("seed", 0)))
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir} is not a directory; pass a run directory")
+        with store.run_lock(run_dir, f"opd-engine merge {run_dir}"):
+            for line in store.recover_run_dir(run_dir):
+                out.print(f"recovered: {line}")
+            meta = store.read_run_meta(run_dir)
+            if not meta:
+                raise UserError(f"{run_dir} is not a run directory (no run/meta.parquet)")
+            db = store.merge(run_dir, draws=int(meta.get("bootstrap_draws", 200)),
+                             seed=int(meta.get("seed", 0)))
     except _user_errors() as e:
         _fail(e)
     out.print(f"wrote {db}")

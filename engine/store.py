@@ -27,6 +27,23 @@ import pyarrow as pa
 from engine import schema
 from engine.schema import PARTS_DIR, RUN_DB_NAME, RUN_TABLES_DIR, Table
 
+FAILPOINT_ENV = "OPD_FAILPOINT"
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Test hook for the crash campaign (tests/test_kill.py): SIGKILL this process at the
+    named moment when OPD_FAILPOINT is `name` or `name@k` (the k-th time it is reached)."""
+    want = os.environ.get(FAILPOINT_ENV)
+    if not want:
+        return
+    target, _, nth = want.partition("@")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == int(nth or 1):
+        os.kill(os.getpid(), 9)
+
 
 class RunDirError(Exception):
     """The output directory cannot be used as asked (the message says what to do)."""
@@ -46,8 +63,41 @@ def _typed_table(con: duckdb.DuckDBPyConnection, t: Table, rows: pa.Table | None
         con.unregister("_rows")
 
 
+_critical = 0
+_pending: list[int] = []
+
+
+def on_stop_signal(signum: int, frame: object) -> None:
+    """SIGINT / SIGTERM handler for a run: a KeyboardInterrupt now, or, while a file is being
+    written, right after it is complete (DuckDB would turn it into "Query interrupted" and the
+    write would fail half-way)."""
+    if _critical:
+        _pending.append(signum)
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A critical section for `on_stop_signal`."""
+    global _critical
+    _critical += 1
+    try:
+        yield
+    finally:
+        _critical -= 1
+        if not _critical and _pending:
+            _pending.clear()
+            raise KeyboardInterrupt
+
+
 def write_tables(dest: Path, tables: tuple[Table, ...], data: Mapping[str, pa.Table]) -> None:
     """Write each table as Parquet with exactly the schema's column types, atomically."""
+    with signals_deferred():
+        _write_tables(dest, tables, data)
+
+
+def _write_tables(dest: Path, tables: tuple[Table, ...], data: Mapping[str, pa.Table]) -> None:
     tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -59,9 +109,11 @@ def write_tables(dest: Path, tables: tuple[Table, ...], data: Mapping[str, pa.Ta
             con.execute(f"COPY (SELECT * FROM {t.name} ORDER BY {key}) TO '{out}' "
                         "(FORMAT parquet, COMPRESSION zstd)")
         con.close()
-        if dest.exists():  # replacing a failed question's part: move the old one aside first
+        failpoint("write:before-rename")
+        if dest.exists():  # replacing (a failed part, the run tables): old one aside first
             trash = dest.parent / f".old-{dest.name}-{uuid.uuid4().hex[:8]}"
             dest.rename(trash)
+            failpoint("write:between-renames")
             tmp.rename(dest)
             shutil.rmtree(trash, ignore_errors=True)
         else:
@@ -231,6 +283,7 @@ def discard_previous(run_dir: Path) -> Path | None:
     trash.mkdir()
     for item in items:
         item.rename(trash / item.name)
+        failpoint("fresh:moving-aside")
     return trash
 
 
@@ -249,6 +302,12 @@ def meta_table(items: Mapping[str, Any]) -> pa.Table:
 def merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None = None,
           draws: int = 200, seed: int = 0) -> Path:
     """Consolidate parts into run.duckdb (temp name, then rename) with views and summaries."""
+    with signals_deferred():
+        return _merge(run_dir, extra_meta=extra_meta, draws=draws, seed=seed)
+
+
+def _merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None, draws: int, seed: int
+           ) -> Path:
     from engine.summaries import materialise_summaries
 
     run_dir = Path(run_dir)
@@ -282,7 +341,9 @@ def merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None = None,
                         [k, v if isinstance(v, str) else json.dumps(v, default=str)])
         con.execute("CHECKPOINT")
         con.close()
+        failpoint("merge:before-replace")
         tmp.replace(final)
+        failpoint("merge:after-replace")
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)

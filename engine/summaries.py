@@ -37,6 +37,17 @@ def materialise_summaries(
     """Drop, recreate and fill every table of schema.SUMMARY_TABLES from the run tables."""
     if draws < 1:
         raise ValueError(f"bootstrap draws must be at least 1, got {draws}; pass draws=200")
+    # DuckDB's parallel float sums depend on how rows fall to threads: one thread makes two
+    # merges of the same parts bit-identical (the aggregates here are small)
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
+    try:
+        _materialise(con, draws=draws, seed=seed)
+    finally:
+        con.execute(f"SET threads = {int(threads)}")
+
+
+def _materialise(con: duckdb.DuckDBPyConnection, *, draws: int, seed: int) -> None:
     for t in schema.SUMMARY_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {t.name}")
     schema.create_tables(con, schema.SUMMARY_TABLES)

@@ -44,7 +44,14 @@ def _as_bool(value: Any) -> bool:
 
 
 def _worker_main(conn: Connection, target: str) -> None:
-    """Import the target once, then check batches: ("batch", question, [(i, text), ...])."""
+    """Import the target once, then check batches: ("batch", question, [(i, text), ...]).
+
+    Ctrl-C in the terminal reaches the whole process group: workers ignore it and let the
+    parent decide (it stops them), instead of each printing a traceback.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         module_name, _, attr = target.partition(":")
         fn: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
