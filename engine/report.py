@@ -38,6 +38,29 @@ def _fmt_milli(mean: float | None, lo: float | None, hi: float | None) -> str:
     return _fmt(scale(mean), scale(lo), scale(hi), digits=2)
 
 
+UNVERIFIABLE_ALARM = 0.5
+"""Share of unverifiable verdicts above which a run is flagged: its S estimates rest on few
+judged continuations, and a verifier that never judges would otherwise read as "0% correct"."""
+
+
+def unverifiable_warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Loud lines for a run whose verifier could not judge most rollouts or continuations."""
+    out = []
+    n, bad = con.execute("SELECT count(*), count(*) FILTER (WHERE verdict = 'unverifiable') "
+                         "FROM rollouts").fetchone()
+    if n and bad / n > UNVERIFIABLE_ALARM:
+        out.append(f"{bad / n:.0%} of rollouts ({bad} of {n}) are unverifiable: the verifier "
+                   "could not judge them (timeouts, crashes, wrong return type); accuracy and S "
+                   "are not meaningful. Check [verifier] on a few completions.")
+    judged, unjudged = con.execute("SELECT coalesce(sum(n), 0), coalesce(sum(n_unverifiable), 0)"
+                                   " FROM candidates").fetchone()
+    total = judged + unjudged
+    if total and unjudged / total > UNVERIFIABLE_ALARM:
+        out.append(f"{unjudged / total:.0%} of continuations ({unjudged} of {total}) are "
+                   "unverifiable: most nodes have no S (null_reason 'unverifiable').")
+    return out
+
+
 def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None,
                   signals: tuple[str, ...] | None = None) -> None:
     """Header facts, the headline alignment table, best teachers and the oracle gain."""
@@ -55,6 +78,8 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
                   f"probed nodes {q[4] or 0}  continuations {q[5] or 0}  "
                   f"strategy {meta.get('node_strategy', '?')}  "
                   f"N {meta.get('continuations_n', '?')}")
+    for line in unverifiable_warnings(con):
+        console.print(f"[bold red]warning:[/bold red] {line}", highlight=False)
     rows = con.execute("""
         SELECT teacher, is_control, signal, correctness, metric, n, null_share, mean, lo, hi,
                helps, hurts, neutral

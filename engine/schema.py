@@ -406,7 +406,11 @@ class SchemaError(Exception):
 
 
 def check_schema(con: duckdb.DuckDBPyConnection, *, summaries: bool = True) -> None:
-    """Raise SchemaError naming the first missing table or column."""
+    """Raise SchemaError naming the first missing table or column, or a version it cannot read.
+
+    The version is checked as text first: `int()` of a bad value would surface as a traceback in
+    the TUI and in `opd-engine info` instead of one clear message.
+    """
     have: dict[str, set[str]] = {}
     for table, column in con.execute(
         "SELECT table_name, column_name FROM information_schema.columns"
@@ -422,9 +426,17 @@ def check_schema(con: duckdb.DuckDBPyConnection, *, summaries: bool = True) -> N
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
         raise SchemaError("meta has no schema_version")
-    if int(row[0]) != SCHEMA_VERSION:
+    try:  # meta values are text: a damaged or hand-edited file must not crash the readers
+        version = int(str(row[0]).strip())
+    except ValueError:
         raise SchemaError(
-            f"schema version {row[0]} but this tool reads version {SCHEMA_VERSION}; "
+            f"meta schema_version is {row[0]!r}, not a version number; this tool reads version "
+            f"{SCHEMA_VERSION}. The file is damaged or was not written by `opd-engine`"
+        ) from None
+    if version != SCHEMA_VERSION:
+        newer = " (from a newer engine: upgrade this tool)" if version > SCHEMA_VERSION else ""
+        raise SchemaError(
+            f"schema version {version}{newer} but this tool reads version {SCHEMA_VERSION}; "
             "re-run `opd-engine merge` with a matching engine version"
         )
 

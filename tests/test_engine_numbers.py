@@ -226,3 +226,17 @@ def test_separate_copy_of_the_student_scores_exactly_like_the_student(tmp_path: 
     rows = table(db, """SELECT ct.q, c.p FROM candidate_teacher ct JOIN candidates c
                         USING (question_id, rollout, pos, cand) WHERE ct.teacher = 'copy'""")
     assert len(rows) > 10 and max(abs(q - p) for q, p in rows) < 1e-6
+
+
+def test_a_verifier_that_never_judges_is_flagged_loudly(tmp_path: Path) -> None:
+    from engine_helpers import cli
+
+    cfg = make_world(tmp_path, questions=1, max_new=4, rollouts=2, n=2)
+    _callable(cfg, "exploding")
+    code, out = cli("run", str(cfg))
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "100% of rollouts (2 of 2) are unverifiable" in flat
+    assert "of continuations" in flat and "are unverifiable" in flat
+    code, out = cli("info", str(tmp_path / "run" / "run.duckdb"))
+    assert code == 0 and "are unverifiable" in " ".join(out.split())

@@ -329,3 +329,21 @@ def test_question_teacher_summary_matches_a_plain_loop(db: duckdb.DuckDBPyConnec
                                if beyond else None)
         labels = [lab for _, _, lab in nodes]
         assert (helps, hurts, neutral) == tuple(labels.count(x) for x in schema.LABELS)
+
+
+def test_materialised_summaries_are_bit_identical_across_merges(path: Path,
+                                                                 tmp_path: Path) -> None:
+    """DuckDB's parallel float sums vary with thread scheduling (2-3 different summary_oracle
+    results in 30 merges were seen): the summaries run on one thread, whatever the connection's
+    setting, which is restored afterwards."""
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(path, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("SET threads = 4")
+    seen = set()
+    for _ in range(6):
+        materialise_summaries(con, draws=50)
+        seen.add(tuple(tuple(con.execute(f"SELECT * FROM {t.name} ORDER BY ALL").fetchall())
+                       for t in schema.SUMMARY_TABLES))
+    assert len(seen) == 1
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 4
