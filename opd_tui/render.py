@@ -197,3 +197,41 @@ def fmt_interval(mean: float | None, lo: float | None, hi: float | None) -> str:
     if lo is None or hi is None:
         return compact(mean)
     return f"{compact(mean)}[{compact(lo).lstrip('+')},{compact(hi).lstrip('+')}]"
+
+
+UNVERIFIABLE_WARN_SHARE = 0.5
+"""From this share of unverifiable rollouts (or continuations) on, the Overview warns."""
+
+
+def _share(part: int, whole: int) -> str:
+    """A percentage that never rounds a few cases away (<1%) or rounds most up to all (>99%)."""
+    share = part / whole
+    if 0 < share < 0.005:
+        return "<1%"
+    if 0.995 <= share < 1:
+        return ">99%"
+    return f"{share:.0%}"
+
+
+def unverifiable_lines(health: dict[str, int]) -> list[tuple[str, bool]]:
+    """(line, is_warning) for the unverifiable rollouts and continuations of a run.
+
+    A warning from `UNVERIFIABLE_WARN_SHARE` on, a plain note below it, nothing when the
+    verifier judged everything. Unverifiable items are left out of the correctness split and
+    of S, so without this line a broken verifier looks like a run with little signal.
+    """
+    out: list[tuple[str, bool]] = []
+    for what, total, bad, hint in (
+        ("rollouts", health.get("rollouts", 0), health.get("rollouts_unverifiable", 0),
+         "rollouts.verifier_detail says why"),
+        ("continuations", health.get("continuations", 0),
+         health.get("continuations_unverifiable", 0),
+         "left out of S (candidates.n_unverifiable)"),
+    ):
+        if total <= 0 or bad <= 0:
+            continue
+        warn = bad / total >= UNVERIFIABLE_WARN_SHARE
+        text = f"{_share(bad, total)} of {what} unverifiable ({bad:,} of {total:,})"
+        out.append((f"⚠ {text}: check the verifier; {hint}" if warn else f"{text}; {hint}",
+                    warn))
+    return out

@@ -412,3 +412,165 @@ def test_palettes_stay_distinct_in_256_colours() -> None:
     from rich.color import Color
     assert len({Color.from_rgb(*rgb).downgrade(ColorSystem.EIGHT_BIT).number
                 for rgb in CATEGORICAL}) == len(CATEGORICAL)
+
+
+# -- markup safety, NO_COLOR console, unverifiable verdicts -----------------------------------
+
+
+async def test_palette_opens_on_every_screen(db: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctrl+p draws registry labels such as "Search token text  [/]" as text, not markup, on
+    every screen, and a palette search (whose highlight also goes through markup) runs the
+    action."""
+    from textual.command import CommandPalette
+    from textual.widgets import OptionList
+
+    from opd_tui.console import ConsoleScreen
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+    async def palette_titles(pilot: Pilot) -> list[str]:
+        await press(pilot, "ctrl+p")
+        await pilot.pause(0.3)  # the palette gathers its commands in a worker
+        await settle(pilot)
+        palette = pilot.app.screen
+        assert isinstance(palette, CommandPalette)
+        options = palette.query_one(OptionList)
+        titles = [str(options.get_option_at_index(i).prompt).split("\n")[0]
+                  for i in range(options.option_count)]
+        await press(pilot, "escape")
+        return titles
+
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        seen: dict[str, list[str]] = {}
+        seen["overview"] = await palette_titles(pilot)
+        await press(pilot, "enter")
+        seen["questions"] = await palette_titles(pilot)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, RolloutScreen)
+        seen["rollout"] = await palette_titles(pilot)
+        await press(pilot, "colon")  # (modals have no palette: app bindings stop at a modal)
+        assert isinstance(app.screen, ConsoleScreen)
+        seen["console"] = await palette_titles(pilot)
+        await press(pilot, "escape", "escape")  # the code editor takes the first Esc (blur)
+        assert isinstance(app.screen, RolloutScreen)
+        for scope, titles in seen.items():
+            expected = {f"{a.description}  [{a.key_label}]" for a in actions.for_scope(scope)
+                        if a.id != "app.palette"}
+            assert set(titles) == expected, scope
+        assert "Search token text  [/]" in seen["rollout"]
+        await press(pilot, "ctrl+p")
+        for ch in "search [/]":
+            await pilot.press(ch)
+        await pilot.pause(0.3)
+        await settle(pilot)
+        await press(pilot, "enter")
+        await settle(pilot)
+        assert app.screen.query_one("#search").has_class("visible")
+    assert app.return_code in (None, 0)
+
+
+async def test_search_for_markup_text_is_not_parsed(db: Path) -> None:
+    """The "not found" notice echoes typed text: `[/]` must show, not raise MarkupError."""
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_rollout(pilot)
+        await press(pilot, "slash")
+        for ch in "[/]zz":
+            await pilot.press(ch)
+        await press(pilot, "enter")
+        await pilot.pause(0.1)
+        notes = [n.message for n in app._notifications]
+        assert "not found: [/]zz" in notes
+
+
+async def test_console_under_no_color(db: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR: Textual's monochrome filter reads every segment's style, so the results grid
+    (empty, with a result, with the cursor) must never draw a segment without one."""
+    from textual.widgets import TextArea
+
+    from opd_tui.console import ConsoleScreen
+    from opd_tui.console.grid import ResultsGrid
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.no_color
+        await settle(pilot)
+        await press(pilot, "colon")
+        console = app.screen
+        assert isinstance(console, ConsoleScreen)
+        grid = console.query_one(ResultsGrid)
+        assert all(s.style is not None for s in grid.render_line(0))
+        console.query_one("#editor", TextArea).text = "SELECT question_id, rollout, pos, " \
+            "token_text FROM tokens ORDER BY ALL"
+        await press(pilot, "ctrl+j", "f4", "j", "l")
+        assert grid.has_focus and grid.row_count == 3 * 2 * tui_tiny_db.N_TOKENS
+        for y in range(grid.scrollable_content_region.height):
+            assert all(s.style is not None for s in grid.render_line(y)), y
+        await pilot.resize_terminal(60, 20)
+        await settle(pilot)
+    assert app.return_code in (None, 0)
+
+
+def _unverifiable_db(path: Path, rollouts: bool, continuations: bool) -> Path:
+    """The tiny run with its verifier broken: every rollout and/or 3 of 4 continuations
+    unjudged."""
+    tui_tiny_db.build(path)
+    con = duckdb.connect(str(path))
+    if rollouts:
+        con.execute("UPDATE rollouts SET verdict = 'unverifiable', correct = NULL")
+    if continuations:
+        con.execute("UPDATE candidates SET n_unverifiable = 3 * n")
+    con.close()
+    return path
+
+
+def _verifier_line(app: OpdApp) -> str | None:
+    box = app.screen.query_one("#verifier")
+    return str(box.render()) if box.display else None
+
+
+@pytest.mark.parametrize(("rollouts", "continuations", "expected"), [
+    (True, False, ["⚠ 100% of rollouts unverifiable (6 of 6): check the verifier"]),
+    (False, True, ["⚠ 75% of continuations unverifiable (864 of 1,152): check the verifier"]),
+    (True, True, ["⚠ 100% of rollouts", "⚠ 75% of continuations"]),
+])
+async def test_overview_warns_when_the_verifier_cannot_judge(
+        tmp_path: Path, rollouts: bool, continuations: bool, expected: list[str]) -> None:
+    path = _unverifiable_db(tmp_path / "unverifiable.duckdb", rollouts, continuations)
+    app = make_app(path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        line = _verifier_line(app)
+        assert line is not None
+        lines = line.split("\n")
+        assert len(lines) == len(expected)
+        for got, want in zip(lines, expected, strict=True):
+            assert got.startswith(want), got
+        assert "VERIFIER" not in line and "verdict = 'unverifiable'" in app._sql()
+
+
+async def test_overview_is_quiet_when_everything_was_judged(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(pilot)
+        assert _verifier_line(app) is None
+
+
+def test_unverifiable_shares_never_round_to_nothing_or_everything() -> None:
+    from opd_tui.render import unverifiable_lines
+
+    few = unverifiable_lines({"rollouts": 1000, "rollouts_unverifiable": 1})
+    assert few == [("<1% of rollouts unverifiable (1 of 1,000); rollouts.verifier_detail "
+                    "says why", False)]
+    most = unverifiable_lines({"rollouts": 1000, "rollouts_unverifiable": 999})
+    assert most[0][0].startswith("⚠ >99% of rollouts") and most[0][1]
+    half = unverifiable_lines({"continuations": 10, "continuations_unverifiable": 5})
+    assert half[0][1] and half[0][0].startswith("⚠ 50% of continuations")
+    assert unverifiable_lines({"rollouts": 0, "continuations": 0}) == []
