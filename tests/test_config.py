@@ -218,3 +218,29 @@ def test_any_dataset_field_is_a_placeholder_and_a_fixed_config_resumes(tmp_path:
     cfg.write_text(text.replace('={final_answer} A:"', '={final_answer} {hint} A:"'))
     code, out = cli("run", str(cfg))
     assert code == 0, out
+
+
+def test_disk_full_says_finished_parts_survive(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from engine import store
+
+    cfg = make_world(tmp_path, questions=3, max_new=3, rollouts=1, n=2)
+    real = store.write_part
+    calls = []
+
+    def full_after_one(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_part", full_after_one)
+    code, out = cli("run", str(cfg))
+    flat = " ".join(out.split())
+    assert code == 2 and "No space left on device" in flat, out
+    assert "The 1 finished question(s)" in flat and "are intact" in flat and "Traceback" not in out
+    monkeypatch.setattr(store, "write_part", real)
+    code, out = cli("run", str(cfg))
+    assert code == 0 and "resuming: 1 question(s) already done" in out, out
