@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.binding import Binding
-from textual.markup import escape
 
 
 @dataclass(frozen=True)
@@ -117,22 +116,16 @@ def for_scope(scope: str) -> list[Action]:
 
 
 def bindings(scope: str) -> list[Binding]:
-    """Textual bindings of a scope; an action containing `{key}` gets one binding per key.
-
-    The footer draws descriptions as plain text but shows the tooltip (by default the
-    description) as markup: the tooltip is the escaped description.
-    """
+    """Textual bindings of a scope; an action containing `{key}` gets one binding per key."""
     out: list[Binding] = []
     for a in ACTIONS:
         if a.scope != scope:
             continue
-        tip = escape(a.description)
         if "{key}" in a.textual_action:
             out += [Binding(k, a.textual_action.format(key=k), a.description, show=a.show,
-                            tooltip=tip, id=f"{a.id}.{k}") for k in a.keys.split(",")]
+                            id=f"{a.id}.{k}") for k in a.keys.split(",")]
         else:
-            out.append(Binding(a.keys, a.textual_action, a.description, show=a.show,
-                               tooltip=tip, id=a.id))
+            out.append(Binding(a.keys, a.textual_action, a.description, show=a.show, id=a.id))
     return out
 
 

@@ -11,9 +11,6 @@ from functools import partial
 from pathlib import Path
 
 from textual.app import App, SystemCommand
-from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.content import Content
-from textual.markup import escape
 from textual.screen import Screen
 
 from opd_tui import actions
@@ -22,39 +19,10 @@ from opd_tui.screens.base import OpdScreen
 from opd_tui.screens.modals import TextModal, help_body
 
 
-class RegistryCommands(Provider):
-    """The palette's commands, drawn as plain text.
-
-    Textual's own system-commands provider parses titles and help as markup, and registry
-    labels are plain text holding `[` and `]` (the key labels `[/]`, `[[]`): parsed as markup,
-    "Search token text  [/]" raises MarkupError. Here titles become `Content` verbatim.
-    """
-
-    def _commands(self) -> list[SystemCommand]:
-        return list(self.app.get_system_commands(self.screen))
-
-    async def discover(self) -> Hits:
-        for title, help_text, callback, discover in self._commands():
-            if discover:
-                yield DiscoveryHit(Content(title), callback, text=title, help=escape(help_text))
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, help_text, callback, _ in self._commands():
-            score, offsets = matcher.fuzzy_search.match(matcher.query, title)
-            if score > 0:
-                shown = Content(title)
-                for offset in offsets:
-                    if not title[offset].isspace():
-                        shown = shown.stylize(matcher.match_style, offset, offset + 1)
-                yield Hit(score, shown, callback, text=title, help=escape(help_text))
-
-
 class OpdApp(App[None]):
     TITLE = "opd-tui"
     BINDINGS = actions.bindings("app")
     ENABLE_COMMAND_PALETTE = True
-    COMMANDS = {RegistryCommands}
 
     def __init__(self, run: Run, info: RunInfo, *, start: tuple[str, int, int] | None = None):
         super().__init__()
@@ -191,7 +159,6 @@ class OpdApp(App[None]):
     # -- command palette: generated from the registry -------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Plain-text titles (never markup): `RegistryCommands` draws them verbatim."""
         scope = getattr(screen, "scope", "app")
         for a in actions.for_scope(scope):
             if a.id == "app.palette":

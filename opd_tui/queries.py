@@ -228,25 +228,6 @@ def headline_query(signal: str) -> Query:
     )
 
 
-VERIFIER_HEALTH_QUERY = Query(
-    """
-    SELECT (SELECT count(*) FROM rollouts) AS rollouts,
-           (SELECT count(*) FROM rollouts WHERE verdict = 'unverifiable') AS rollouts_unverifiable,
-           (SELECT coalesce(sum(n), 0) + coalesce(sum(n_unverifiable), 0) FROM candidates)
-               AS continuations,
-           (SELECT coalesce(sum(n_unverifiable), 0) FROM candidates)
-               AS continuations_unverifiable"""
-)
-"""How much the verifier could not judge. Unverifiable rollouts have no correctness, so they
-drop out of every correct/incorrect split; unverifiable continuations drop out of S: a run that
-is mostly unverifiable looks quiet, not broken, unless the Overview says so."""
-
-
-def verifier_health(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    row = VERIFIER_HEALTH_QUERY.rows(cur)[0]
-    return {k: int(v or 0) for k, v in row.items()}
-
-
 HIST_BINS = 20
 
 

@@ -28,8 +28,7 @@ class ExportDialog(ModalScreen[tuple[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Export the full result (DuckDB writer) into {self.export_dir}",
-                        markup=False)  # a path may hold [brackets]
+            yield Label(f"Export the full result (DuckDB writer) into {self.export_dir}")
             yield Select([(f, f) for f in FORMATS], value="csv", allow_blank=False, id="fmt")
             yield Input(value="result.csv", id="name")
 

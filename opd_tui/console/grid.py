@@ -133,20 +133,16 @@ class ResultsGrid(ScrollView, can_focus=True):
     # -- rendering ------------------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
-        """Every segment carries the widget's style: Textual's monochrome filter (NO_COLOR)
-        reads `segment.style.color` and fails on a segment whose style is None."""
         width = self.scrollable_content_region.width
         scroll_x, scroll_y = self.scroll_offset
-        base = self.rich_style
         if self.window is None:
-            return Strip.blank(width, base)
+            return Strip.blank(width)
         if y == 0:
-            segments = self._segments(self.window.column_names,
-                                      base + Style(bold=True, underline=True), base)
-            return self._fit(segments, scroll_x, width, base)
+            segments = self._segments(self.window.column_names, Style(bold=True, underline=True))
+            return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
         row = scroll_y + y - 1
         if row >= self.row_count:
-            return Strip.blank(width, base)
+            return Strip.blank(width)
         values = self.window.rows(row, row + 1)
         if not values or values[0] is None:
             self._request(row)
@@ -154,24 +150,17 @@ class ResultsGrid(ScrollView, can_focus=True):
         else:
             texts = [format_cell(v) for v in values[0]]
         selected = row == self.cursor_row
-        style = base + Style(reverse=True) if selected and self.has_focus else base
-        segments = self._segments(texts, style, base,
-                                  cursor=self.cursor_col if selected else None)
-        return self._fit(segments, scroll_x, width, base)
+        style = Style(reverse=True) if selected and self.has_focus else Style()
+        segments = self._segments(texts, style, cursor=self.cursor_col if selected else None)
+        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
 
-    @staticmethod
-    def _fit(segments: list[Segment], scroll_x: int, width: int, base: Style) -> Strip:
-        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
-
-    def _segments(self, texts: list[str], style: Style, base: Style,
-                  cursor: int | None = None) -> list[Segment]:
+    def _segments(self, texts: list[str], style: Style, cursor: int | None = None) -> list[Segment]:
         out: list[Segment] = []
-        rule = base + Style(dim=True)
         for i, (text, w) in enumerate(zip(texts, self.widths, strict=False)):
             cell = truncate_cells(text, w).ljust(w)
             cell_style = style + Style(bold=True, underline=True) if i == cursor else style
             out.append(Segment(cell, cell_style))
-            out.append(Segment("│" if i < len(self.widths) - 1 else " ", rule))
+            out.append(Segment("│" if i < len(self.widths) - 1 else " ", Style(dim=True)))
         return out
 
     def _request(self, row: int) -> None:

@@ -40,11 +40,10 @@ class TextModal(ModalScreen[None]):
 
 
 def help_body(scope: str, text: str) -> Group:
-    """The registry's actions for `scope`; cells are `Text`, since a str cell is Rich markup."""
     table = Table(box=None, header_style="bold", padding=(0, 2))
     table.add_column("key")
     table.add_column("action")
     table.add_column("id", style="dim")
     for a in actions.for_scope(scope):
-        table.add_row(Text(a.key_label), Text(a.description), Text(a.id))
+        table.add_row(a.key_label, a.description, a.id)
     return Group(Text(text + "\n"), table)

@@ -12,15 +12,8 @@ from textual.containers import ScrollableContainer
 from textual.widgets import Static
 
 from opd_tui import actions
-from opd_tui.queries import (
-    HIST_BINS,
-    VERIFIER_HEALTH_QUERY,
-    headline_query,
-    histogram_query,
-    histograms,
-    verifier_health,
-)
-from opd_tui.render import fmt, fmt_interval, safe_text, sparkline, unverifiable_lines
+from opd_tui.queries import HIST_BINS, headline_query, histogram_query, histograms
+from opd_tui.render import fmt, fmt_interval, safe_text, sparkline
 from opd_tui.screens.base import OpdScreen
 
 
@@ -30,8 +23,6 @@ class OverviewScreen(OpdScreen):
     DEFAULT_CSS = """
     OverviewScreen #overview { height: 1fr; }
     OverviewScreen #overview > Static { width: auto; }
-    OverviewScreen #verifier { display: none; }
-    OverviewScreen #verifier.shown { display: block; }
     """
     HELP = ("The run's configuration and the headline table for the selected signal: mean "
             "alignment (plain and beyond sharpening), gain and teacher advantage with 90% "
@@ -41,34 +32,13 @@ class OverviewScreen(OpdScreen):
     def compose(self):  # type: ignore[no-untyped-def]
         with ScrollableContainer(id="overview"):
             yield Static(id="config")
-            yield Static(id="verifier")
             yield Static(Text("loading…", "dim"), id="headline")
             yield Static(id="histogram")
         yield from self.compose_chrome()
 
     def on_mount(self) -> None:
         self.query_one("#config", Static).update(self._config())
-        self._load_verifier()
         self.selection_changed()
-
-    def reload(self) -> None:
-        """Live refresh: the counts and the verifier's share change as parts arrive."""
-        self.query_one("#config", Static).update(self._config())
-        self._load_verifier()
-        super().reload()
-
-    def _load_verifier(self) -> None:
-        """The unverifiable share does not depend on teacher or signal: loaded once per run."""
-        self.load("verifier", verifier_health, self._show_verifier)
-
-    def _show_verifier(self, health: dict[str, int]) -> None:
-        lines = unverifiable_lines(health)
-        text = Text()
-        for i, (line, warn) in enumerate(lines):
-            text.append(("\n" if i else "") + line, "bold red" if warn else "yellow")
-        box = self.query_one("#verifier", Static)
-        box.update(text)
-        box.set_class(bool(lines), "shown")
 
     def _config(self) -> Text:
         info = self.opd.info
@@ -90,7 +60,7 @@ class OverviewScreen(OpdScreen):
         super().selection_changed()
         signal = self.opd.signal
         head, hist = headline_query(signal), histogram_query(signal)
-        self.queries = [head, hist, VERIFIER_HEALTH_QUERY]
+        self.queries = [head, hist]
         # two loads: the headline reads a small summary table and paints at once; the histogram
         # scans `scores` and follows
         self.load("headline", head.rows, self._show_headline,

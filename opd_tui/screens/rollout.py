@@ -341,7 +341,7 @@ class RolloutScreen(OpdScreen):
         if hit < 0:
             hit = self._full_text.find(needle.lower())
         if hit < 0:
-            self.notify(f"not found: {needle}", timeout=2, markup=False)  # typed text
+            self.notify(f"not found: {needle}", timeout=2)
             return False
         view.move_to(bisect_right(self._text_offsets, hit) - 1)
         return True

@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import duckdb
-
 from opd_tui.sql.sandbox import Sandbox
-from opd_tui.sql.statements import RefusedStatement, check_read_only
+from opd_tui.sql.statements import READ_TYPES, RefusedStatement, check_read_only
 
 FORMATS: dict[str, str] = {
     "csv": "FORMAT csv, HEADER true",
@@ -25,38 +23,26 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def export_query(
-    sandbox: Sandbox,
-    sql: str,
-    path: str | os.PathLike[str],
-    fmt: str,
-    *,
-    cursor: duckdb.DuckDBPyConnection | None = None,
-) -> int:
-    """Write the result of `sql` (its last statement must be a SELECT) to `path`; return rows.
+def export_query(sandbox: Sandbox, sql: str, path: str | os.PathLike[str], fmt: str) -> int:
+    """Write the result of `sql` (its last statement must read) to `path`; return rows written.
 
     `path` must lie inside the sandbox's export directory; DuckDB's fence refuses anything else.
-    The directory is made here, on the first export, so merely opening the console leaves no
-    trace in the working directory. Pass `cursor` (from `sandbox.cursor()`) to be able to
-    interrupt the export from another thread.
     """
     if fmt not in FORMATS:
         raise RefusedStatement(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
-    statements = check_read_only(sql, sandbox.copy_dir)
+    statements = check_read_only(sql, sandbox.export_dir)
     last = statements[-1]
-    if last.kind != "SELECT":
+    if last.kind not in READ_TYPES:
         raise RefusedStatement("only the result of a SELECT can be exported; end with a SELECT")
     target = Path(path)
     if not target.is_absolute():
         target = sandbox.export_dir / target
-    sandbox.ensure_export_dir()
-    cur = cursor if cursor is not None else sandbox.cursor()
+    cur = sandbox.cursor()
     try:
         for st in statements[:-1]:
             cur.execute(st.sql).fetchall()
-        copy = f"COPY {last.as_subquery()} TO {_literal(str(target))} ({FORMATS[fmt]})"
+        copy = f"COPY ({last.sql}) TO {_literal(str(target))} ({FORMATS[fmt]})"
         row = cur.execute(copy).fetchone()
     finally:
-        if cursor is None:
-            cur.close()
+        cur.close()
     return int(row[0]) if row else 0

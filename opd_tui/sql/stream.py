@@ -122,9 +122,7 @@ def start_query(
 
     Pass `cursor` (from `sandbox.cursor()`) to be able to interrupt the earlier statements too.
     """
-    statements = check_read_only(sql, sandbox.copy_dir)
-    if any(st.kind == "COPY" for st in statements):
-        sandbox.ensure_export_dir()  # a COPY passed the check, so it writes into the export dir
+    statements = check_read_only(sql, sandbox.export_dir)
     cur = cursor if cursor is not None else sandbox.cursor()
     for st in statements[:-1]:
         cur.execute(st.sql).fetchall()
@@ -253,7 +251,7 @@ class RowWindow:
             raise RuntimeError("only SELECT results can drop and refetch pages")
         cur = self.sandbox.cursor()
         sql = (
-            f"SELECT * FROM {self.stream.statement.as_subquery()} "
+            f"SELECT * FROM ({self.stream.statement.sql}) "
             f"LIMIT {self.page_rows} OFFSET {page_no * self.page_rows}"
         )
         try:
