@@ -453,21 +453,36 @@ def part_glob(run_dir: Path, table: str) -> str:
     return str(run_dir / PARTS_DIR / "*" / f"{table}.parquet")
 
 
-def open_run(path: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+RUN_CATALOG = "run"
+"""Name a consolidated file is attached under when it is opened into a caller's connection."""
+
+
+def open_run(
+    path: str | os.PathLike[str], *, into: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open a run read-only: a consolidated `.duckdb` file, or a run directory.
 
     A directory with a consolidated `run.duckdb` opens that file; a directory still being
     written (part files only) is exposed through views over its Parquet parts, so the TUI can
     watch a live run. The returned connection never writes the user's data.
+
+    `into` builds the run into a connection the caller configured (the SQL sandbox): a file is
+    then ATTACHed read-only as `RUN_CATALOG` and made the default catalog of that connection,
+    so the caller's database instance, and its locked settings, are its own rather than shared
+    through DuckDB's per-file instance cache with every other connection to the same file.
     """
     p = Path(path)
     if p.is_dir() and (p / RUN_DB_NAME).exists():
         p = p / RUN_DB_NAME
     if p.is_file():
-        return duckdb.connect(str(p), read_only=True)
+        if into is None:
+            return duckdb.connect(str(p), read_only=True)
+        into.execute(f"ATTACH ? AS {RUN_CATALOG} (READ_ONLY)", [str(p)])
+        into.execute(f"USE {RUN_CATALOG}")
+        return into
     if not p.is_dir():
         raise FileNotFoundError(f"no run database or run directory at {p}")
-    con = duckdb.connect(":memory:")
+    con = into if into is not None else duckdb.connect(":memory:")
     run_tables = p / RUN_TABLES_DIR
     for t in RUN_TABLES:
         f = run_tables / f"{t.name}.parquet"

@@ -12,6 +12,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from tui_tiny_db import build
+
 from opd_tui.sql.batch import run_query_cli
 
 SQL = "SELECT range AS i, 'a,\"b' AS s FROM range(5)"
@@ -19,9 +21,7 @@ SQL = "SELECT range AS i, 'a,\"b' AS s FROM range(5)"
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "x.duckdb"
-    duckdb.connect(str(path)).close()
-    return path
+    return build(tmp_path / "x.duckdb")
 
 
 def _run(db: Path, sql: str, fmt: str, output: Path | None = None) -> tuple[int, bytes, str]:

@@ -13,7 +13,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.schema import SUMMARY_TABLES, create_tables, create_views
+from engine.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_views
 from opd_tui.sql import (
     RefusedStatement,
     RowWindow,
@@ -35,6 +35,7 @@ def run_db(tmp_path: Path) -> Path:
     create_tables(con)
     create_tables(con, SUMMARY_TABLES)
     create_views(con)
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     con.execute("CREATE TABLE big AS SELECT range AS i, range * range AS sq FROM range(100000)")
     con.execute(
         "INSERT INTO tokens SELECT 'q' || (range // 10), 0, range % 10, range, 't' || range, "
@@ -115,6 +116,9 @@ def test_live_run_directory_is_read_only_and_fenced(tmp_path: Path) -> None:
         "range::INTEGER AS token_id, 'x' AS token_text, NULL::BLOB AS token_bytes, "
         "false AS is_special, 0.0 AS logp, 0.0 AS entropy, true AS probed FROM range(7)"
     ).to_parquet(str(part))
+    (run / "run").mkdir()
+    duckdb.sql(f"SELECT 'schema_version' AS key, '{SCHEMA_VERSION}' AS value").to_parquet(
+        str(run / "run" / "meta.parquet"))
     sb = open_sandbox(run, export_dir=tmp_path / "exp")
     try:
         assert start_query(sb, "SELECT count(*) FROM tokens").next_batch().to_pylist() == [

@@ -28,7 +28,7 @@ from opd_tui.console.plot import PlotScreen
 from opd_tui.sql.export import export_query
 from opd_tui.sql.history import History
 from opd_tui.sql.presets import PRESET_BY_ID
-from opd_tui.sql.sandbox import Sandbox, open_sandbox
+from opd_tui.sql.sandbox import Sandbox, SandboxError, describe_error, open_sandbox
 from opd_tui.sql.statements import RefusedStatement, error_position
 from opd_tui.sql.stream import DEFAULT_ROW_LIMIT, RowWindow, start_query
 
@@ -130,9 +130,10 @@ class ConsoleScreen(Screen[None]):
     def on_mount(self) -> None:
         path = self._path if self._path is not None else self.app.db.path  # type: ignore[attr-defined]
         export_dir = self._export_dir or os.environ.get(EXPORT_DIR_ENV)
-        try:
-            self.sandbox = open_sandbox(path, export_dir, memory_limit=MEMORY_LIMIT)
-        except (duckdb.Error, OSError) as e:
+        try:  # the app checked the schema when it opened the run
+            self.sandbox = open_sandbox(path, export_dir, memory_limit=MEMORY_LIMIT,
+                                        schema_check=False)
+        except (duckdb.Error, OSError, SandboxError) as e:
             self._status(f"cannot open {path} for the console: {e}", error=True)
         self.query_one("#editor", TextArea).focus()
 
@@ -301,10 +302,11 @@ class ConsoleScreen(Screen[None]):
     @work(thread=True, group="console-export", exit_on_error=False)
     def _export(self, sql: str, name: str, fmt: str) -> None:
         assert self.sandbox is not None
+        assert self.sandbox.export_dir is not None
         target = self.sandbox.export_dir / name
         try:
             rows = export_query(self.sandbox, sql, target, fmt)
-        except (RefusedStatement, duckdb.Error, OSError) as e:
+        except (RefusedStatement, duckdb.Error, OSError, SandboxError) as e:
             self.app.call_from_thread(self._status, f"export failed: {_describe(e)}", error=True)
             return
         self.app.call_from_thread(self._status, f"exported {rows:,} rows to {target}")
@@ -341,4 +343,4 @@ class ConsoleScreen(Screen[None]):
 
 def _describe(error: BaseException) -> str:
     """One readable block for an error: DuckDB's message (with its LINE/caret), no traceback."""
-    return str(error).strip() or type(error).__name__
+    return describe_error(error) or type(error).__name__

@@ -1,9 +1,10 @@
 """Which statements the console may run, judged by DuckDB's own parser.
 
 The connection is read-only where DuckDB can enforce it (a `.duckdb` file), but a live run directory
-is an in-memory database with views over Parquet, and even a read-only file accepts `CREATE TEMP
-TABLE`. So every statement is classified with `duckdb.extract_statements` before it runs and only
-reads (and `COPY ... TO` the export directory) get through.
+is an in-memory database with views over Parquet files DuckDB may also write, and even a read-only
+file accepts `CREATE TEMP TABLE`. So every statement is classified with `duckdb.extract_statements`
+before it runs and only reads (and `COPY ... TO` the export directory) get through. `EXPLAIN
+ANALYZE` executes the statement it explains, so an EXPLAIN is judged by what it explains.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def check_read_only(sql: str, export_dir: Path | None) -> list[Statement]:
     if not statements:
         raise RefusedStatement("nothing to run: the editor holds no SQL statement")
     for st in statements:
+        if st.kind == "EXPLAIN":
+            _check_explained(st.sql)
+            continue
         if st.kind in READ_TYPES:
             continue
         if st.kind == "COPY":
@@ -65,6 +69,48 @@ def check_read_only(sql: str, export_dir: Path | None) -> list[Statement]:
             "export."
         )
     return statements
+
+
+def _check_explained(sql: str) -> None:
+    """Refuse an EXPLAIN unless every reading of what it explains is a plain read.
+
+    `EXPLAIN [ANALYZE] (options) stmt` and `EXPLAIN (SELECT ...)` look alike at the token level,
+    so both readings of a leading parenthesis are tried; each one that parses must be all reads.
+    """
+    tokens = [m for m in _TOKEN.finditer(sql) if not m.group().startswith(("--", "/*"))]
+    i = 0
+    if i < len(tokens) and tokens[i].group().upper() == "EXPLAIN":
+        i += 1
+    if i < len(tokens) and tokens[i].group().upper() in ("ANALYZE", "ANALYSE"):
+        i += 1
+    starts = [tokens[i].start()] if i < len(tokens) else []
+    if i < len(tokens) and tokens[i].group() == "(":
+        depth = 0
+        for j in range(i, len(tokens)):
+            depth += {"(": 1, ")": -1}.get(tokens[j].group(), 0)
+            if depth == 0:
+                if j + 1 < len(tokens):
+                    starts.append(tokens[j + 1].start())
+                break
+    readings = 0
+    for start in starts:
+        try:
+            inner = split_statements(sql[start:])
+        except duckdb.Error:
+            continue
+        if not inner:
+            continue
+        readings += 1
+        for st in inner:
+            if st.kind == "EXPLAIN":
+                _check_explained(st.sql)
+            elif st.kind not in READ_TYPES:
+                raise RefusedStatement(
+                    f"EXPLAIN {st.kind} is refused: EXPLAIN ANALYZE runs the statement it "
+                    "explains, and the console is read-only. EXPLAIN a SELECT instead."
+                )
+    if readings == 0:
+        raise RefusedStatement("EXPLAIN needs a statement to explain: EXPLAIN SELECT ...")
 
 
 _TOKEN = re.compile(
@@ -99,7 +145,10 @@ def _check_copy(sql: str, export_dir: Path | None) -> None:
             "console is read-only. Read files with SELECT * FROM read_parquet('...') instead."
         )
     if export_dir is None:
-        raise RefusedStatement("COPY is refused: this session has no export directory")
+        raise RefusedStatement(
+            "COPY is refused here: --query writes its result with --output PATH "
+            "(--format csv|json|parquet), so end with the SELECT and name the file there"
+        )
     if target is None or not _inside(Path(target), export_dir):
         raise RefusedStatement(
             f"COPY may only write inside the export directory {export_dir}; "

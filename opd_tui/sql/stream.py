@@ -123,6 +123,8 @@ def start_query(
     Pass `cursor` (from `sandbox.cursor()`) to be able to interrupt the earlier statements too.
     """
     statements = check_read_only(sql, sandbox.export_dir)
+    if any(st.kind == "COPY" for st in statements):
+        sandbox.ensure_export_dir()
     cur = cursor if cursor is not None else sandbox.cursor()
     for st in statements[:-1]:
         cur.execute(st.sql).fetchall()
