@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from textual.app import App, SystemCommand
+from textual.markup import escape
 from textual.screen import Screen
 
 from opd_tui import actions
@@ -164,8 +165,8 @@ class OpdApp(App[None]):
             if a.id == "app.palette":
                 continue
             action = a.textual_action.replace("{key}", a.keys.split(",")[0])
-            yield SystemCommand(
-                f"{a.description}  [{a.key_label}]", a.id,
+            yield SystemCommand(  # the palette parses titles as markup: "[/]" must be escaped
+                escape(f"{a.description}  [{a.key_label}]"), a.id,
                 partial(self.call_later, self.run_action, action, screen),
             )
 

@@ -24,6 +24,9 @@ from opd_tui.sql.stream import RowWindow
 MAX_COL_CELLS = 40
 TOKEN_KEY = ("question_id", "rollout", "pos")
 
+PLAIN = Style()
+"""Padding style: a segment without one (style None) crashes Textual's NO_COLOR filter."""
+
 
 def format_cell(value: object) -> str:
     """One-line display text of a value: ∅ for NULL, short floats, visible control characters."""
@@ -136,13 +139,13 @@ class ResultsGrid(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         scroll_x, scroll_y = self.scroll_offset
         if self.window is None:
-            return Strip.blank(width)
+            return Strip.blank(width, PLAIN)
         if y == 0:
             segments = self._segments(self.window.column_names, Style(bold=True, underline=True))
-            return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
+            return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, PLAIN)
         row = scroll_y + y - 1
         if row >= self.row_count:
-            return Strip.blank(width)
+            return Strip.blank(width, PLAIN)
         values = self.window.rows(row, row + 1)
         if not values or values[0] is None:
             self._request(row)
@@ -152,7 +155,7 @@ class ResultsGrid(ScrollView, can_focus=True):
         selected = row == self.cursor_row
         style = Style(reverse=True) if selected and self.has_focus else Style()
         segments = self._segments(texts, style, cursor=self.cursor_col if selected else None)
-        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width)
+        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, PLAIN)
 
     def _segments(self, texts: list[str], style: Style, cursor: int | None = None) -> list[Segment]:
         out: list[Segment] = []
