@@ -46,14 +46,15 @@ judged continuations, and a verifier that never judges would otherwise read as "
 def unverifiable_warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Loud lines for a run whose verifier could not judge most rollouts or continuations."""
     out = []
-    n, bad = con.execute("SELECT count(*), count(*) FILTER (WHERE verdict = 'unverifiable') "
-                         "FROM rollouts").fetchone()
+    # fetchall, not fetchone: a half-read result blocks the caller's next query on `con`
+    [(n, bad)] = con.execute("SELECT count(*), count(*) FILTER (WHERE verdict = 'unverifiable') "
+                             "FROM rollouts").fetchall()
     if n and bad / n > UNVERIFIABLE_ALARM:
         out.append(f"{bad / n:.0%} of rollouts ({bad} of {n}) are unverifiable: the verifier "
                    "could not judge them (timeouts, crashes, wrong return type); accuracy and S "
                    "are not meaningful. Check [verifier] on a few completions.")
-    judged, unjudged = con.execute("SELECT coalesce(sum(n), 0), coalesce(sum(n_unverifiable), 0)"
-                                   " FROM candidates").fetchone()
+    [(judged, unjudged)] = con.execute(
+        "SELECT coalesce(sum(n), 0), coalesce(sum(n_unverifiable), 0) FROM candidates").fetchall()
     total = judged + unjudged
     if total and unjudged / total > UNVERIFIABLE_ALARM:
         out.append(f"{unjudged / total:.0%} of continuations ({unjudged} of {total}) are "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from engine.report import unverifiable_warnings
 from engine.schema import SIGNALS, SchemaError, check_schema, open_run, read_meta
 
 if TYPE_CHECKING:
@@ -144,6 +145,8 @@ class RunInfo:
     counts: dict[str, int]
     accuracy: float | None
     config: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Loud facts that make the numbers untrustworthy (most verdicts unverifiable)."""
 
     @property
     def teacher_names(self) -> list[str]:
@@ -190,7 +193,8 @@ def run_info(cur: duckdb.DuckDBPyConnection) -> RunInfo:
     row = _dict_rows(cur.execute(COUNTS_QUERY.sql))[0]
     accuracy = row.pop("accuracy")
     counts = {k: int(v or 0) for k, v in row.items()}
-    return RunInfo(meta, teachers, signals or list(SIGNALS), counts, accuracy, config)
+    return RunInfo(meta, teachers, signals or list(SIGNALS), counts, accuracy, config,
+                   unverifiable_warnings(cur))
 
 
 def _dict_rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
-
 from tui_tiny_db import build
 
 from opd_tui.sql.batch import run_query_cli

@@ -245,31 +245,14 @@ async def test_small_terminal_and_resize(db: Path) -> None:
         assert view.cursor == tui_tiny_db.N_TOKENS - 1
 
 
-def _live_dir(db: Path, root: Path, questions: list[str]) -> Path:
-    """A run directory still being written: run tables and one part per question."""
-    con = duckdb.connect(str(db), read_only=True)
-    (root / "run").mkdir(parents=True, exist_ok=True)
-    for table in ("meta", "teachers", "signals"):
-        con.execute(f"COPY {table} TO '{root}/run/{table}.parquet'")
-    for q in questions:
-        part = root / "parts" / q
-        part.mkdir(parents=True, exist_ok=True)
-        for table in ("questions", "rollouts", "tokens", "teacher_prompts", "nodes",
-                      "candidates", "candidate_teacher", "node_teacher", "scores"):
-            con.execute(f"COPY (SELECT * FROM {table} WHERE question_id = '{q}') "
-                        f"TO '{part}/{table}.parquet'")
-    con.close()
-    return root
-
-
 async def test_live_run_directory_and_refresh(db: Path, tmp_path: Path) -> None:
-    run_dir = _live_dir(db, tmp_path / "live", ["q0"])
+    run_dir = tui_tiny_db.live_dir(db, tmp_path / "live", ["q0"])
     app = make_app(run_dir)
     assert app.db.live
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.info.counts["questions"] == 1
-        _live_dir(db, run_dir, ["q1"])
+        tui_tiny_db.live_dir(db, run_dir, ["q1"])
         await press(pilot, "r")
         assert app.info.counts["questions"] == 2
         await press(pilot, "enter")
@@ -306,7 +289,7 @@ def test_app_never_imports_torch(db: Path) -> None:
         "        await app.workers.wait_for_complete()\n"
         "asyncio.run(go())\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'engine.'))\n"
-        "       and m != 'engine.schema']\n"
+        "       and m not in ('engine.schema', 'engine.report')]\n"
         "print('BAD', bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
@@ -412,3 +395,62 @@ def test_palettes_stay_distinct_in_256_colours() -> None:
     from rich.color import Color
     assert len({Color.from_rgb(*rgb).downgrade(ColorSystem.EIGHT_BIT).number
                 for rgb in CATEGORICAL}) == len(CATEGORICAL)
+
+
+async def test_mostly_unverifiable_run_warns_on_the_overview(tmp_path: Path) -> None:
+    path = tui_tiny_db.build(tmp_path / "unjudged.duckdb")
+    con = duckdb.connect(str(path))
+    n = con.execute("SELECT count(*) FROM rollouts").fetchone()[0]
+    con.execute("UPDATE rollouts SET verdict = 'unverifiable', correct = NULL "
+                "WHERE rowid IN (SELECT rowid FROM rollouts LIMIT ?)", [n // 2 + 1])
+    con.close()
+    app = make_app(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        text = str(app.screen.query_one("#config").render())
+        assert "WARNING" in text and f"({n // 2 + 1} of {n}) are unverifiable" in text
+    clean = make_app(tui_tiny_db.build(tmp_path / "judged.duckdb"))
+    assert clean.info.warnings == []
+
+
+async def test_palette_on_the_rollout_screen_shows_bracket_keys(db: Path) -> None:
+    """Regression: the title "Search token text  [/]" was parsed as markup (MarkupError)."""
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await open_rollout(pilot)
+        await press(pilot, "ctrl+p")
+        for ch in "search":
+            await press(pilot, ch)
+        from textual.command import CommandList
+        options = app.screen.query_one(CommandList)
+        shown = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert any("Search token text" in s and "[/]" in s for s in shown), shown
+
+
+async def test_console_reopens_and_no_color_grid_renders(db: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regressions: reopening the console hit DuckDB's locked configuration (its instance was
+    shared with the app's connection); NO_COLOR crashed on the grid's unstyled padding; and
+    opening the console created ./opd-exports."""
+    from opd_tui.console import ConsoleScreen
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("OPD_TUI_EXPORT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(3):
+            await press(pilot, "colon")
+            screen = app.screen
+            assert isinstance(screen, ConsoleScreen) and screen.sandbox is not None
+            screen.run_sql("SELECT 41 + 1 AS answer, NULL AS nothing")
+            await settle(pilot)
+            assert screen.last_error is None
+            assert screen.window is not None and screen.window.rows(0, 1) == [(42, None)]
+            await press(pilot, "escape", "escape")
+            assert not isinstance(app.screen, ConsoleScreen)
+        # the app's own connection is not locked down by the sandbox
+        cur = app.db.cursor()
+        assert cur.execute("SELECT current_setting('enable_external_access')").fetchone() == (True,)
+    assert not (tmp_path / "opd-exports").exists()

@@ -116,3 +116,20 @@ def build(path: Path) -> Path:
     create_views(con)
     con.close()
     return path
+
+
+def live_dir(db: Path, root: Path, questions: list[str]) -> Path:
+    """A run directory still being written: run tables and one part per question."""
+    con = duckdb.connect(str(db), read_only=True)
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    for table in ("meta", "teachers", "signals"):
+        con.execute(f"COPY {table} TO '{root}/run/{table}.parquet'")
+    for q in questions:
+        part = root / "parts" / q
+        part.mkdir(parents=True, exist_ok=True)
+        for table in ("questions", "rollouts", "tokens", "teacher_prompts", "nodes",
+                      "candidates", "candidate_teacher", "node_teacher", "scores"):
+            con.execute(f"COPY (SELECT * FROM {table} WHERE question_id = '{q}') "
+                        f"TO '{part}/{table}.parquet'")
+    con.close()
+    return root

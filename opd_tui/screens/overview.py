@@ -54,6 +54,10 @@ class OverviewScreen(OpdScreen):
         acc = "∅" if info.accuracy is None else f"{info.accuracy:.1%}"
         lines.append(f"{c['questions']:,} questions  {c['rollouts']:,} rollouts  "
                      f"{c['tokens']:,} tokens  {c['nodes']:,} probed nodes  accuracy {acc}")
+        for warning in info.warnings:  # bold + a word, not only red: NO_COLOR must see it too
+            lines.append("\n")
+            lines.append("WARNING ", "bold reverse red")
+            lines.append(safe_text(warning), "bold red")
         return lines
 
     def selection_changed(self) -> None:
