@@ -62,9 +62,16 @@ def test_committed_demo_records_its_config_and_models(demo: duckdb.DuckDBPyConne
 
 
 # A committed file was computed on another CPU: kernels differ in the last bits of float32
-# logits (measured: 80 of 160 tokens rows differed by ~1e-7 in logp between two machines), so
-# floats are compared within these tolerances; ids, counts, texts and labels exactly.
-FLOAT_RTOL, FLOAT_ATOL = 1e-5, 1e-6
+# logits (measured: 80 of 160 tokens rows differed by ~1e-7 in logp between two machines), and
+# cosines of small directions amplify that (measured on a second machine: scores.cos up to
+# 4.1e-5 absolute, 3.1e-4 relative), so floats are compared within these tolerances; ids,
+# counts, texts and labels exactly.
+FLOAT_RTOL, FLOAT_ATOL = 1e-3, 1e-4
+ILL_CONDITIONED_ATOL = 1e-3
+"""Alignment beyond sharpening is the cosine of what is left after projecting h out of g and d:
+where a few percent of either norm survives, 1e-7 logit differences between CPUs move it by
+~1e-4 (measured 1.3e-4 on node_teacher.beyond_a between two machines). Issue 11 replaces it as
+the headline and NULLs it where it is ill-conditioned; until then it gets this tolerance."""
 
 
 def assert_rows_match(fresh: pa.Table, stored: pa.Table, key: list[str], name: str) -> None:
@@ -79,7 +86,8 @@ def assert_rows_match(fresh: pa.Table, stored: pa.Table, key: list[str], name: s
             np.testing.assert_allclose(
                 np.array([np.nan if x is None else x for x in a], dtype=float),
                 np.array([np.nan if x is None else x for x in b], dtype=float),
-                rtol=FLOAT_RTOL, atol=FLOAT_ATOL, equal_nan=True, err_msg=f"{name}.{col}")
+                rtol=FLOAT_RTOL, equal_nan=True, err_msg=f"{name}.{col}",
+                atol=ILL_CONDITIONED_ATOL if col.startswith("beyond") else FLOAT_ATOL)
         else:
             assert a == b, f"{name}.{col}"
 
