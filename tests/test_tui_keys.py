@@ -6,7 +6,7 @@ resizes, under both colour modes, and asserts that the app never raised. A crash
 a worker or a render surfaces as the exception `run_test` re-raises.
 
 Profiles (`OPD_TUI_KEYS`): `ci` (default) 200 sequences of up to 20 events; `long` 100
-sequences of 100 keys, 10,000 keys in all, run by hand before closing TUI work:
+sequences of exactly 100 events, 10,000 in all, run by hand before closing TUI work:
 `OPD_TUI_KEYS=long .venv/bin/python -m pytest tests/test_tui_keys.py -q`.
 """
 
@@ -27,8 +27,8 @@ from opd_tui.app import make_app
 from opd_tui.cli import DEMO
 from opd_tui.screens.rollout import RolloutScreen
 
-PROFILES = {"ci": (200, 20), "long": (100, 100)}
-EXAMPLES, MAX_EVENTS = PROFILES[os.environ.get("OPD_TUI_KEYS", "ci")]
+PROFILES = {"ci": (200, 0, 20), "long": (100, 100, 100)}  # examples, min and max events
+EXAMPLES, MIN_EVENTS, MAX_EVENTS = PROFILES[os.environ.get("OPD_TUI_KEYS", "ci")]
 
 REGISTERED = sorted({k for a in actions.ACTIONS for k in a.keys.split(",")})
 EXTRA = ["escape", "enter", "tab", "shift+tab", "backspace", "space", "up", "down", "left",
@@ -77,7 +77,7 @@ async def drive(events: list[tuple[str, object]], size: tuple[int, int]) -> list
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(start=st.sampled_from(sorted(STARTS)), events=st.lists(event, max_size=MAX_EVENTS),
+@given(start=st.sampled_from(sorted(STARTS)), events=st.lists(event, min_size=MIN_EVENTS, max_size=MAX_EVENTS),
        no_color=st.booleans(), size=st.sampled_from([(80, 24), (100, 30), (60, 15)]))
 def test_random_keys_never_crash(start: str, events: list[tuple[str, object]], no_color: bool,
                                  size: tuple[int, int], tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
