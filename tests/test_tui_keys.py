@@ -77,7 +77,8 @@ async def drive(events: list[tuple[str, object]], size: tuple[int, int]) -> list
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(start=st.sampled_from(sorted(STARTS)), events=st.lists(event, min_size=MIN_EVENTS, max_size=MAX_EVENTS),
+@given(start=st.sampled_from(sorted(STARTS)),
+       events=st.lists(event, min_size=MIN_EVENTS, max_size=MAX_EVENTS),
        no_color=st.booleans(), size=st.sampled_from([(80, 24), (100, 30), (60, 15)]))
 def test_random_keys_never_crash(start: str, events: list[tuple[str, object]], no_color: bool,
                                  size: tuple[int, int], tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
