@@ -27,8 +27,14 @@ import pyarrow as pa
 
 from engine.schema import SchemaError
 from opd_tui.sql.export import FORMATS, SUFFIXES, export_query_staged, export_to_file
-from opd_tui.sql.sandbox import Sandbox, SandboxError, describe_error, open_sandbox
-from opd_tui.sql.statements import READ_TYPES, RefusedStatement, check_read_only, error_position
+from opd_tui.sql.sandbox import (
+    Sandbox,
+    SandboxError,
+    describe_error,
+    first_line,
+    open_sandbox,
+)
+from opd_tui.sql.statements import RefusedStatement, error_position, within
 from opd_tui.sql.stream import start_query
 
 MEMORY_LIMIT = "512MB"
@@ -72,7 +78,7 @@ def run_query_cli(
         print(f"opd-tui: {path}: {e}", file=err)
         return 2
     except duckdb.Error as e:
-        print(f"opd-tui: {path}: cannot be opened as a run database: {_one_line(e)}", file=err)
+        print(f"opd-tui: {path}: cannot be opened as a run database: {first_line(e)}", file=err)
         return 2
 
     def write() -> None:
@@ -100,7 +106,7 @@ def run_query_cli(
     except RefusedStatement as e:
         print(f"opd-tui: refused: {e}", file=err)
     except (duckdb.Error, OSError) as e:
-        print(f"opd-tui: query failed{_where(e, sql)}: {_one_line(describe_error(e, sandbox))}",
+        print(f"opd-tui: query failed{_where(e, sql)}: {first_line(describe_error(e, sandbox))}",
               file=err)
     finally:
         sandbox.close()
@@ -145,8 +151,7 @@ def _output_problem(target: Path, source: Path) -> str | None:
         return f"{existing} is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"the directory {existing} is not writable"
-    resolved, run = target.resolve(), source.resolve()
-    if resolved == run or run in resolved.parents:
+    if within(target, source):
         return "lies inside the run being read; write the result somewhere else"
     return None
 
@@ -156,11 +161,6 @@ def _silence_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-
-
-def _one_line(e: BaseException | str) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _where(e: BaseException, sql: str) -> str:
@@ -177,9 +177,7 @@ def _stream(sandbox: Sandbox, sql: str, fmt: str, out: BinaryIO) -> bool:
     """Write the result of `sql` to `out` batch by batch; False if it must go through COPY."""
     import pyarrow.csv as pacsv
 
-    if check_read_only(sql, sandbox.export_dir)[-1].kind not in READ_TYPES:
-        raise RefusedStatement("only the result of a SELECT can be written; end with a SELECT")
-    stream = start_query(sandbox, sql, row_limit=sys.maxsize)
+    stream = start_query(sandbox, sql, row_limit=sys.maxsize)  # checks every statement
     try:
         if fmt == "csv" and not _csv_writable(stream.schema):
             return False

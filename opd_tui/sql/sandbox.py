@@ -33,6 +33,7 @@ from engine.schema import (
     check_schema,
     open_run,
 )
+from opd_tui.sql.statements import within
 
 EXPORT_DIR_DEFAULT = "opd-exports"
 """The console's export directory, relative to the current directory; created on first export."""
@@ -40,6 +41,10 @@ EXPORT_DIR_DEFAULT = "opd-exports"
 SPILL_LIMIT_ENV = "OPD_TUI_SPILL_LIMIT"
 SPILL_LIMIT_DEFAULT = "4GiB"
 """Cap on the temporary disk a query may spill to (DuckDB's own default is 90% of free disk)."""
+
+
+OUTBOX, SPILL = "out", "spill"
+"""Subdirectories of a sandbox's private scratch directory: finished results, DuckDB's spill."""
 
 
 class SandboxError(Exception):
@@ -69,7 +74,7 @@ class Sandbox:
     @property
     def outbox(self) -> Path:
         """The one directory inside `scratch` DuckDB may write finished results to."""
-        return self.scratch / "out"
+        return self.scratch / OUTBOX
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh connection to the same database: an open streaming result blocks its cursor."""
@@ -110,8 +115,8 @@ def _run_files(path: Path) -> list[str]:
 
 
 def _overlaps(a: Path, b: Path) -> bool:
-    """Whether one of two resolved paths lies inside (or is) the other."""
-    return a == b or a in b.parents or b in a.parents
+    """Whether one of two paths lies inside (or is) the other."""
+    return within(a, b) or within(b, a)
 
 
 def default_export_dir() -> Path:
@@ -148,13 +153,13 @@ def open_sandbox(
                 "land among the run's files. Choose another directory (OPD_TUI_EXPORT_DIR)"
             )
     scratch = Path(tempfile.mkdtemp(prefix="opd-tui-sql-"))  # mode 0700: private
-    (scratch / "out").mkdir()
-    (scratch / "spill").mkdir()
+    (scratch / OUTBOX).mkdir()
+    (scratch / SPILL).mkdir()
     cap = spill_limit()
     config = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
-        "temp_directory": str(scratch / "spill"),
+        "temp_directory": str(scratch / SPILL),
     }
     try:
         con = duckdb.connect(":memory:", config=config)
@@ -166,7 +171,7 @@ def open_sandbox(
             con.execute("SET max_temp_directory_size = ?", [cap])
         except duckdb.Error as e:
             raise SandboxError(
-                f"{SPILL_LIMIT_ENV}={cap!r} is not a size DuckDB understands ({_first_line(e)}); "
+                f"{SPILL_LIMIT_ENV}={cap!r} is not a size DuckDB understands ({first_line(e)}); "
                 "use a value such as 8GiB or 500MB"
             ) from None
         if memory_limit is not None:
@@ -176,7 +181,7 @@ def open_sandbox(
         if schema_check:
             check_schema(con, summaries=attached)
         readable = _run_files(source)
-        writable = [str(scratch / "out") + os.sep]
+        writable = [str(scratch / OUTBOX) + os.sep]
         if target is not None:
             writable.append(str(target) + os.sep)
         con.execute("SET allowed_directories = ?", [writable])
@@ -208,11 +213,13 @@ def describe_error(e: BaseException, sandbox: Sandbox | None = None) -> str:
     return text
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException | str) -> str:
+    """The first line of an error's message (DuckDB adds LINE/caret lines below it)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
 __all__ = [
-    "Sandbox", "SandboxError", "SchemaError", "describe_error", "open_sandbox", "spill_limit",
+    "Sandbox", "SandboxError", "SchemaError", "describe_error", "first_line", "open_sandbox",
+    "spill_limit",
 ]

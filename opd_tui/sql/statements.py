@@ -149,14 +149,15 @@ def _check_copy(sql: str, export_dir: Path | None) -> None:
             "COPY is refused here: --query writes its result with --output PATH "
             "(--format csv|json|parquet), so end with the SELECT and name the file there"
         )
-    if target is None or not _inside(Path(target), export_dir):
+    if target is None or not within(Path(target), export_dir):
         raise RefusedStatement(
             f"COPY may only write inside the export directory {export_dir}; "
             f"write to '{export_dir}/<name>.csv' (or .parquet, .jsonl) instead"
         )
 
 
-def _inside(path: Path, directory: Path) -> bool:
+def within(path: Path, directory: Path) -> bool:
+    """Whether `path` is `directory` or lies inside it, symlinks and `..` resolved."""
     try:
         path.expanduser().resolve().relative_to(directory.resolve())
     except ValueError:
