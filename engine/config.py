@@ -121,6 +121,18 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Thresholds of method.md revision 2: what is decisive, what is a label, who leads."""
+
+    tau_stakes: float = 0.1  # a node is decisive when stakes >= tau_stakes
+    plausible: float = 0.01  # pi: p or a non-control q at least this puts a candidate in C+
+    epsilon: float = 0.05  # a label needs the interval beyond +-epsilon
+    margin: float = 0.1  # delta: a best teacher leads the runner-up by this (cosine units)
+    leader_share: float = 0.9  # ... in at least this share of the paired draws
+    rho: float = 0.05  # beyond is NULL when |Pg|^2 or |Pd|^2 keeps less than rho of the norm
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     max_resident_models: int = 0  # 0 = no limit
     score_chunk: int = 256  # positions per full-vocabulary chunk
@@ -151,6 +163,7 @@ class RunConfig:
     signals: SignalConfig
     controls: ControlConfig
     bootstrap_draws: int
+    scores: ScoreConfig
     memory: MemoryConfig
     param_check: ParamCheckConfig
     raw_toml: str
@@ -218,6 +231,9 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "controls": {"sharpened": (bool, True), "sharpened_temperature": ((int, float), 0.5),
                  "softened": (bool, True), "softened_temperature": ((int, float), 2.0)},
     "bootstrap": {"draws": (int, 200)},
+    "scores": {"tau_stakes": ((int, float), 0.1), "plausible": ((int, float), 0.01),
+               "epsilon": ((int, float), 0.05), "margin": ((int, float), 0.1),
+               "leader_share": ((int, float), 0.9), "rho": ((int, float), 0.05)},
     "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256),
                "question_batch": (int, 8)},
     "param_check": {"nodes": (int, 0), "groups": (list, [])},
@@ -349,6 +365,13 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
                  "softened_temperature must be > 0")
     _check_range(problems, "[bootstrap]", s["bootstrap"]["draws"] >= 20,
                  "draws must be >= 20 (intervals need enough draws)")
+    sc = s["scores"]
+    for key in ("tau_stakes", "plausible", "epsilon", "rho"):
+        _check_range(problems, "[scores]", 0 <= sc[key] <= 1, f"{key} must be in [0, 1]")
+    _check_range(problems, "[scores]", 0 <= sc["margin"] <= 2,
+                 "margin must be in [0, 2] (cosine units)")
+    _check_range(problems, "[scores]", 0 < sc["leader_share"] <= 1,
+                 "leader_share must be in (0, 1]")
     mm = s["memory"]
     _check_range(problems, "[memory]", mm["max_resident_models"] >= 0,
                  "max_resident_models must be >= 0 (0 = no limit)")
@@ -459,6 +482,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
         controls=ControlConfig(cc["sharpened"], float(cc["sharpened_temperature"]),
                                cc["softened"], float(cc["softened_temperature"])),
         bootstrap_draws=s["bootstrap"]["draws"],
+        scores=ScoreConfig(*(float(sc[k]) for k in ("tau_stakes", "plausible", "epsilon",
+                                                     "margin", "leader_share", "rho"))),
         memory=MemoryConfig(mm["max_resident_models"], mm["score_chunk"],
                             mm["question_batch"]),
         param_check=ParamCheckConfig(pc["nodes"], tuple(pc["groups"])),

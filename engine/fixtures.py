@@ -4,8 +4,20 @@ The numbers are random but obey the method's identities. Each probed node gets a
 vocabulary: its candidates plus REST "other" tokens that share the outside mass equally under p
 and under every q. So p, q, g, h and every direction d are true vectors, all stored scores follow
 from them in closed form, and docs/schema.md's SQL recomputes them from the stored components.
-Only the Jeffreys intervals, timings and texts are invented (cheaply, but consistently: labels
-follow the intervals).
+Only the intervals, the paired draws behind best_prob, timings and texts are invented (cheaply,
+but consistently: labels follow the intervals and the engine's rules, `maths.label` and
+`maths.best_teacher`).
+
+Revision 2 of method.md holds exactly (thresholds: RULES, the engine's defaults): C+
+(`candidates.plausible`) is p >= pi or a non-control q >= pi or the sampled token; stakes =
+max - min of S_hat over C+ and a node is decisive at stakes >= tau_stakes; cos_sharp is the
+`ctrl_sharpened` row's cosine under each signal (cos(g, h) under reverse KL; every fixture has
+that control, so docs/schema.md's edge SQL recomputes it); edge = cos - coalesce(cos_sharp,
+0); beyond is NULL (`sharpening_dominated`) when a residual share is below rho; helps / hurts
+need a decisive node and an interval beyond +-epsilon; a best teacher needs a decisive node and
+a lead of the margin in leader_share of the draws. A share of the nodes is "quiet" (the
+student's alternatives are implausible and every plausible candidate ends like the sampled
+token), so non-decisive nodes with signal exist, as in real runs where most are not decisive.
 
 Generation is vectorised per batch of questions and streamed into DuckDB through Arrow in key
 order, so 10M tokens fit in bounded memory; the file appears atomically (temp name, rename).
@@ -20,8 +32,9 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import duckdb
 import numpy as np
@@ -29,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import maths, schema
+from engine.config import ScoreConfig
 from engine.rng import generator, sequence_key
 from engine.summaries import materialise_summaries
 
@@ -41,6 +55,10 @@ FAMILIES = ("algebra", "geometry", "number_theory", "counting")
 BATCH_TOKENS = 200_000  # tokens per generation batch (bounds memory)
 BATCH_ROWS = 3_000_000  # candidate x teacher rows per batch
 EOS = "<eos>"
+RULES = ScoreConfig()  # meta score_rules: the engine's defaults
+STAKES_Z = float(NormalDist().inv_cdf(0.5 + maths.STAKES_CANDIDATE_LEVEL / 2))
+BEST_DRAWS = 32  # invented paired draws behind best_prob
+QUIET_SHARE = 0.45
 
 _WORDS = (
     " the", " answer", " is", " Let", " x", " =", " +", " -", " so", ".", ",", ":", "(", ")",
@@ -169,14 +187,24 @@ def direction(
 
 def beyond_sharpening(
     gd: np.ndarray, g2: np.ndarray, gh: np.ndarray, d2: np.ndarray, hd: np.ndarray, h2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """cos(P g, P d) with P = I - h h^T/|h|^2, and a mask of pure-sharpening directions."""
-    pg2 = g2 - gh**2 / h2
-    pd2 = d2 - hd**2 / h2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cos(P g, P d) with P = I - h h^T/|h|^2, masks of pure-sharpening and of
+    sharpening-dominated directions (a residual share below rho), and |P d|^2 / |d|^2."""
+    pg2 = np.maximum(g2 - gh**2 / h2, 0)
+    pd2 = np.maximum(d2 - hd**2 / h2, 0)
     pure = pd2 < 1e-12 * d2  # |P d| < 1e-6 |d|
+    dominated = (pg2 < RULES.rho * g2) | (pd2 < RULES.rho * d2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = (gd - gh * hd / h2) / np.sqrt(np.maximum(pg2, 0) * np.maximum(pd2, 0))
-    return np.clip(val, -1, 1), pure
+        val = (gd - gh * hd / h2) / np.sqrt(pg2 * pd2)
+        d_share = np.where(d2 > 0, pd2 / d2, np.nan)
+    return np.clip(val, -1, 1), pure, dominated, d_share
+
+
+def _cos(gd: np.ndarray, g2: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """cos(g, d), NaN where g or d vanishes."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = np.clip(gd / np.sqrt(g2 * d2), -1, 1)
+    return np.where((g2 == 0) | (d2 == 0), np.nan, val)
 
 
 def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: float,
@@ -187,9 +215,9 @@ def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: fl
     return np.minimum(a, x), np.maximum(b, x)
 
 
-def _labels(lo: np.ndarray, hi: np.ndarray) -> pa.Array:
+def _labels(lo: np.ndarray, hi: np.ndarray, decisive: np.ndarray) -> pa.Array:
     """The engine's own labelling rule, so fixture and engine agree by construction."""
-    return pa.array(maths.label(lo, hi).tolist(), pa.string())
+    return pa.array(maths.label(lo, hi, decisive, RULES.epsilon).tolist(), pa.string())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +280,8 @@ def _batch_tables(
     correct_node = b.correct.ravel()[node_roll]
     lc = rng.normal(0.0, 1.5, (n_n, k))
     lc[:, 0] += 1.0
+    quiet = rng.random(n_n) < QUIET_SHARE  # the student's alternatives are implausible here
+    lc[quiet, 1:] -= 7.0
     lo_ = np.log(rng.beta(1.0, 8.0, n_n) * 0.3 + 1e-3) - np.log(REST) + 2.0
     log_p, log_po = _log_normalise(lc, lo_)
     p, po = np.exp(log_p), np.exp(log_po)
@@ -265,22 +295,6 @@ def _batch_tables(
     decided = rng.random(n_n) < 0.15  # the outcome no longer depends on this token: g = 0
     logit[decided] += np.where(base[decided] > 0.5, 9.0, -9.0)[:, None]
     pi = 1 / (1 + np.exp(-logit))  # true success probabilities (what teachers "know")
-    s = rng.binomial(N_CONT, pi)
-    n_half = N_CONT // 2
-    s_half = rng.hypergeometric(np.maximum(s, 0), N_CONT - s, n_half) if n_n else s
-    s_hat = s / N_CONT
-
-    def ideal(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = (p * sh).sum(-1) / m_s
-        return p * (sh - v[:, None]), v
-
-    g, v_hat = ideal(s_hat)
-    g_a, _ = ideal(s_half / n_half)
-    g_b, _ = ideal((s - s_half) / (N_CONT - n_half))
-    no_signal = np.all(s == s[:, :1], axis=-1)
-    h, ho = p * (log_p + h_ent[:, None]), po * (log_po + h_ent)
-    h2 = (h**2).sum(-1) + REST * ho**2
-    g2, gh = (g**2).sum(-1), (g * h).sum(-1)
 
     # ---- teachers ------------------------------------------------------------------------------
     family = np.asarray(b.families)[roll_q[node_roll]]
@@ -301,19 +315,62 @@ def _batch_tables(
             )
         q_of[m.name] = (np.exp(lq), np.exp(lqo))
 
+    # ---- outcomes, C+ and stakes ---------------------------------------------------------------
+    is_sampled = np.zeros((n_n, k), bool)
+    is_sampled[:, 0] = True
+    q_plus = np.stack([q_of[m.name][0] for m in models if not m.is_control])
+    plausible = maths.plausible_set(p, q_plus, is_sampled, np.ones((n_n, k), bool),
+                                    RULES.plausible)
+    s = rng.binomial(N_CONT, pi)
+    # at a quiet node every plausible candidate ends like the sampled token: nothing at stake
+    s = np.where(quiet[:, None] & plausible, s[:, :1], s)
+    n_half = N_CONT // 2
+    s_half = rng.hypergeometric(np.maximum(s, 0), N_CONT - s, n_half) if n_n else s
+    s_hat = s / N_CONT
+    stakes = maths.stakes(s_hat, plausible)
+    sd = np.sqrt((s + 0.5) * (N_CONT - s + 0.5) / (N_CONT + 1) ** 2 / (N_CONT + 2))
+    post_mean = (s + 0.5) / (N_CONT + 1)
+    stakes_lo, stakes_hi = maths.stakes_interval(
+        np.clip(post_mean - STAKES_Z * sd, 0, 1), np.clip(post_mean + STAKES_Z * sd, 0, 1),
+        plausible)
+    decisive = stakes >= RULES.tau_stakes
+
+    def ideal(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = (p * sh).sum(-1) / m_s
+        return p * (sh - v[:, None]), v
+
+    g, v_hat = ideal(s_hat)
+    g_a, _ = ideal(s_half / n_half)
+    g_b, _ = ideal((s - s_half) / (N_CONT - n_half))
+    no_signal = np.all(s == s[:, :1], axis=-1)
+    g[no_signal] = 0.0  # exactly, as the engine sets it
+    h, ho = p * (log_p + h_ent[:, None]), po * (log_po + h_ent)
+    h2 = (h**2).sum(-1) + REST * ho**2
+    g2, gh = (g**2).sum(-1), (g * h).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g_share = np.where(no_signal, np.nan, np.maximum(g2 - gh**2 / h2, 0) / g2)
+
     order_t = sorted(range(len(models)), key=lambda i: models[i].name)
     order_s = sorted(signals)
     teachers_sorted = [models[i] for i in order_t]
     n_t, n_s = len(models), len(order_s)
     width = rng.uniform(0.05, 0.6, n_n)  # per-node interval width, shared by teachers (paired)
 
+    # the sharpened student's cosine under each signal: the edge's reference (cos_sharp)
+    q_sh, qo_sh = q_of["ctrl_sharpened"]
+    cos_sharp = {}
+    for sig in order_s:
+        d, do = direction(sig, p, po, q_sh, qo_sh)
+        cos_sharp[sig] = _cos((g * d).sum(-1), g2, (d**2).sum(-1) + REST * do**2)
+
     d_cols = {sig: np.zeros((n_n, n_t, k)) for sig in schema.SIGNALS}
     sc = {c: np.full((n_n, n_t, n_s), np.nan) for c in (
-        "d_norm2", "hd", "gain", "cos", "cos_c", "beyond", "cos_lo", "cos_hi", "beyond_lo",
-        "beyond_hi", "gain_lo", "gain_hi", "param_cos")}
+        "d_norm2", "hd", "gain", "cos", "cos_c", "cos_sharp", "edge", "beyond",
+        "d_residual_share", "cos_lo", "cos_hi", "edge_lo", "edge_hi", "beyond_lo", "beyond_hi",
+        "gain_lo", "gain_hi", "param_cos")}
     reason = np.full((n_n, n_t, n_s), -1)  # index into _REASONS
     nt_cols: dict[str, np.ndarray] = {}
-    beyond_rkl = {}
+    edge_rkl = {}
     for ti, m in enumerate(teachers_sorted):
         q, qo = q_of[m.name]
         for si, sig in enumerate(order_s):
@@ -322,51 +379,50 @@ def _batch_tables(
             d2 = (d**2).sum(-1) + REST * do**2
             hd = (h * d).sum(-1) + REST * ho * do
             gd = (g * d).sum(-1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cos = np.clip(gd / np.sqrt(g2 * d2), -1, 1)
-                cos_c = np.clip(gd / np.sqrt(g2 * (d**2).sum(-1)), -1, 1)
-            beyond, pure = beyond_sharpening(gd, g2, gh, d2, hd, h2)
+            cos = _cos(gd, g2, d2)
+            cos_c = _cos(gd, g2, (d**2).sum(-1))
+            edge = cos - np.nan_to_num(cos_sharp[sig], nan=0.0)
+            beyond, pure, dominated, d_share = beyond_sharpening(gd, g2, gh, d2, hd, h2)
             zero_d = d2 == 0
-            cos[no_signal | zero_d] = np.nan
-            cos_c[no_signal | zero_d] = np.nan
-            beyond[no_signal | zero_d | pure] = np.nan
-            r = np.where(no_signal, 0, np.where(zero_d, 3, np.where(pure, 1, -1)))
+            beyond[no_signal | zero_d | pure | dominated] = np.nan
+            r = np.select([no_signal, zero_d, pure, dominated], [0, 3, 1, 4], default=-1)
             reason[:, ti, si] = r
             cos_lo, cos_hi = _interval(rng, cos, width, -1, 1)
+            if m.name == "ctrl_sharpened":  # the reference itself: edge 0 in every draw
+                edge_lo, edge_hi = edge, edge
+            else:
+                edge_lo, edge_hi = _interval(rng, edge, width, -2, 2)
             b_lo, b_hi = _interval(rng, beyond, width, -1, 1)
             scale = np.sqrt(g2 * d2)
             gain_lo, gain_hi = _interval(rng, gd, width * scale, -np.inf, np.inf)
             param = np.where(rng.random(n_n) < 0.02, np.clip(cos + rng.normal(0, 0.1, n_n), -1, 1),
                              np.nan)
             for name, val in (("d_norm2", d2), ("hd", hd), ("gain", gd), ("cos", cos),
-                              ("cos_c", cos_c), ("beyond", beyond), ("cos_lo", cos_lo),
-                              ("cos_hi", cos_hi), ("beyond_lo", b_lo), ("beyond_hi", b_hi),
+                              ("cos_c", cos_c), ("cos_sharp", cos_sharp[sig]), ("edge", edge),
+                              ("beyond", beyond), ("d_residual_share", d_share),
+                              ("cos_lo", cos_lo), ("cos_hi", cos_hi), ("edge_lo", edge_lo),
+                              ("edge_hi", edge_hi), ("beyond_lo", b_lo), ("beyond_hi", b_hi),
                               ("gain_lo", gain_lo), ("gain_hi", gain_hi), ("param_cos", param)):
                 sc[name][:, ti, si] = val
             if sig == "rkl":
-                beyond_rkl[m.name] = beyond
+                edge_rkl[m.name] = edge
                 for half, gx in (("a", g_a), ("b", g_b)):
-                    val, pure_x = beyond_sharpening(
-                        (gx * d).sum(-1), (gx**2).sum(-1), (gx * h).sum(-1), d2, hd, h2)
-                    val[((gx**2).sum(-1) == 0) | pure_x] = np.nan
-                    nt_cols.setdefault(f"beyond_{half}", np.full((n_n, n_t), np.nan))
-                    nt_cols[f"beyond_{half}"][:, ti] = val
+                    gx2 = (gx**2).sum(-1)
+                    ref = _cos((gx * h).sum(-1), gx2, h2)  # rKL: d_sharp is along +h
+                    val = _cos((gx * d).sum(-1), gx2, d2) - np.nan_to_num(ref, nan=0.0)
+                    nt_cols.setdefault(f"edge_{half}", np.full((n_n, n_t), np.nan))
+                    nt_cols[f"edge_{half}"][:, ti] = val
         nt_cols.update(_node_teacher_cols(nt_cols, ti, n_t, p, po, q, qo, s_hat, s, s_half,
                                           n_half, m_s, v_hat, width, rng))
 
-    # ---- best teacher per node ---------------------------------------------------------------
+    # ---- best teacher per node: the engine's rule on invented paired draws ---------------------
     learners = [m.name for m in teachers_sorted if not m.is_control]
-    stack = np.stack([beyond_rkl[t] for t in learners], -1) if learners and beyond_rkl else None
-    best_idx = np.full(n_n, -1)
-    best_prob = np.full(n_n, np.nan)
-    if stack is not None:
-        filled = np.nan_to_num(stack, nan=-np.inf)
-        best_idx = np.where(np.isfinite(filled).any(-1), np.argmax(filled, -1), -1)
-        top2 = -np.sort(-filled, -1)
-        with np.errstate(invalid="ignore"):
-            gap = top2[:, 0] - (top2[:, 1] if len(learners) > 1 else -np.inf)
-        gap = np.nan_to_num(gap, nan=0.0, posinf=9.0)  # a lone defined score leads for sure
-        best_prob = np.where(best_idx >= 0, 0.5 + 0.5 * np.tanh(4 * gap), np.nan)
+    point = np.stack([edge_rkl.get(t, np.full(n_n, np.nan)) for t in learners], -1)
+    draws = point + width[None, :, None] * rng.normal(size=(BEST_DRAWS, *point.shape))
+    best = maths.best_teacher(point, draws, np.ones(len(learners), bool), decisive,
+                              RULES.margin, RULES.leader_share)
+    best_idx = best["index"]
+    best_reason = np.array(maths.BEST_REASONS, dtype=object)[best["reason"].astype(np.int64)]
 
     node_key = {
         "question_id": pc.take(qid_arr, pa.array(roll_q[node_roll])),
@@ -385,10 +441,14 @@ def _batch_tables(
     yield "nodes", _table("nodes", {
         **node_key, "v_hat": v_hat, "value_change": s_hat[:, 0] - v_hat, "m_s": m_s,
         "n_candidates": np.full(n_n, k, np.int16), "n_cont": np.full(n_n, N_CONT, np.int32),
-        "g_norm2": g2, "h_norm2": h2, "gh": gh,
+        "g_norm2": g2, "h_norm2": h2, "gh": gh, "g_residual_share": _pa(g_share, np.isnan(g_share)),
+        "n_plausible": plausible.sum(-1).astype(np.int16), "stakes": stakes,
+        "stakes_lo": stakes_lo, "stakes_hi": stakes_hi, "decisive": decisive,
         "null_reason": pa.array(np.where(no_signal, "no_signal", None)),
-        "best_teacher": pc.take(pa.array(learners or [""]), pa.array(best_idx, mask=best_idx < 0)),
-        "best_prob": _pa(best_prob, np.isnan(best_prob)),
+        "best_teacher": pc.take(pa.array(learners), pa.array(best_idx, mask=best_idx < 0)),
+        "best_prob": _pa(best["prob"], np.isnan(best["prob"])),
+        "best_margin": _pa(best["point_margin"], np.isnan(best["point_margin"])),
+        "best_reason": pa.array(best_reason.tolist(), pa.string()),
     })
 
     # candidates: (node, cand)
@@ -397,19 +457,19 @@ def _batch_tables(
     student_rank = np.argsort(np.argsort(-p, -1), -1)
     src = np.where(student_rank < STUDENT_TOP_K, 1, 2)
     src[:, 0] = np.where(student_rank[:, 0] < STUDENT_TOP_K, 3, 0)
-    first_learner = learners[0] if learners else "student"
+    first_learner = learners[0]
     sources = pa.array(["sampled", "student", first_learner, "sampled,student"])
     cont = pa.array(_CONTINUATIONS)
     rep = {key: _repeat(val, k) for key, val in node_key.items()}
     succ_pick = rng.integers(0, len(_CONTINUATIONS), (n_n, k)).ravel()
     fail_pick = rng.integers(0, len(_CONTINUATIONS), (n_n, k)).ravel()
-    z = 1.645 * np.sqrt((s + 0.5) * (N_CONT - s + 0.5) / (N_CONT + 1) ** 2 / (N_CONT + 2))
-    post_mean = (s + 0.5) / (N_CONT + 1)
+    z = float(NormalDist().inv_cdf(0.5 + maths.LEVELS["s"] / 2)) * sd
     yield "candidates", _table("candidates", {
         **rep, "cand": np.tile(np.arange(k, dtype=np.int16), n_n),
         "token_id": cand_id.ravel().astype(np.int32),
         "token_text": pc.take(vocab.text, pa.array(cand_id.ravel())),
         "is_sampled": np.tile(np.arange(k) == 0, n_n), "sources": pc.take(sources, src.ravel()),
+        "plausible": plausible.ravel(),
         "p": p.ravel(), "s": s.ravel().astype(np.int32),
         "n": np.full(n_n * k, N_CONT, np.int32), "s_half": s_half.ravel().astype(np.int32),
         "n_half": np.full(n_n * k, n_half, np.int32),
@@ -440,19 +500,22 @@ def _batch_tables(
     })
     flat = n_n * n_t * n_s
     reasons = reason.ravel()
+    dec_rows = np.repeat(decisive, n_t * n_s)
     yield "scores", _table("scores", {
         **{key: _repeat(val, n_t * n_s) for key, val in node_key.items()},
         "teacher": pc.take(names, pa.array(np.tile(np.repeat(np.arange(n_t), n_s), n_n))),
         "signal": pc.take(pa.array(order_s), pa.array(np.tile(np.arange(n_s), n_n * n_t))),
         **{c: _pa(v.ravel(), np.isnan(v.ravel())) for c, v in sc.items()},
-        "label": _labels(sc["cos_lo"].ravel(), sc["cos_hi"].ravel()),
-        "label_beyond": _labels(sc["beyond_lo"].ravel(), sc["beyond_hi"].ravel()),
+        "label": _labels(sc["cos_lo"].ravel(), sc["cos_hi"].ravel(), dec_rows),
+        "label_edge": _labels(sc["edge_lo"].ravel(), sc["edge_hi"].ravel(), dec_rows),
+        "label_beyond": _labels(sc["beyond_lo"].ravel(), sc["beyond_hi"].ravel(), dec_rows),
         "null_reason": pc.take(pa.array(_REASONS), pa.array(np.maximum(reasons, 0),
                                                             mask=reasons < 0)),
     }) if flat else _table("scores", {})
 
 
-_REASONS = ("no_signal", "pure_sharpening", "no_sharpening_direction", "zero_direction")
+_REASONS = ("no_signal", "pure_sharpening", "no_sharpening_direction", "zero_direction",
+            "sharpening_dominated")
 
 
 def _node_teacher_cols(
@@ -548,6 +611,9 @@ def _run_tables(models: list[TeacherModel], signals: Sequence[str], params: dict
                                    "python": sys.version.split()[0]}),
         "fixture": json.dumps(params),
         "sampling_temperature": "1.0", "rank_signal": "rkl",
+        "score_rules": json.dumps(asdict(RULES)), "sharpened_temperature": "0.5",
+        "interval_levels": json.dumps({**maths.LEVELS,
+                                       "stakes_candidate": maths.STAKES_CANDIDATE_LEVEL}),
     }
     return {"teachers": teachers, "signals": sig,
             "meta": {"key": list(meta), "value": list(meta.values())}}

@@ -17,11 +17,15 @@ Node-level API, as used by the scoring stage (shapes for one chunk of P nodes)::
     h_cand, h_norm2 = sharpening_stats(logp_train, cand_ids)        # torch, once per chunk
     stats = direction_stats(signal, logp_train, logq, cand_ids, sampled, beta, h)  # per teacher
     v_hat, g = ideal_direction(p_cand, s_hat, mask, temperature)    # point estimate
-    scores = alignment(g, stats.d_cand, stats.d_norm2, stats.hd, h_cand, h_norm2, mask)
+    ref = sharpened_cos(g, sharp.d_cand, sharp.d_norm2, mask)       # the sharpened student
+    scores = alignment(g, stats.d_cand, stats.d_norm2, stats.hd, h_cand, h_norm2, mask, ref)
+    plus = plausible_set(p_cand, q_non_control, sampled, mask)     # C+
+    st = stakes(s_hat, plus)                                        # decisive: st >= tau
     draws = jeffreys_draws(s, n, 200, rng, deterministic)           # (B, K), one node's key
     v_b, g_b = ideal_direction(p_cand, draws, mask, temperature)    # (B, P), (B, P, K)
-    lo, hi = interval(alignment(g_b, ...)["cos"])
-    label(lo, hi)                            # NaN interval (NULL score): no label
+    lo, hi = interval(alignment(g_b, ...)["edge"], *bounds(LEVELS["edge"]))
+    label(lo, hi, st >= tau, epsilon)        # NaN interval (NULL score): no label
+    best_teacher(point, draws, eligible, st >= tau, margin=0.1, share=0.9)
 
 ``alignment`` returns NaN plus a reason code (see ``NULL_REASONS``) wherever a score is
 undefined, never 0. Beside the four reasons of method.md there is one more, for completeness:
@@ -51,8 +55,17 @@ __all__ = [
     "NULL_REASONS",
     "PURE_SHARPENING_REL",
     "SIGNALS",
+    "LEVELS",
+    "RHO",
+    "STAKES_CANDIDATE_LEVEL",
     "DirectionStats",
     "alignment",
+    "BEST_REASONS",
+    "bounds",
+    "plausible_set",
+    "sharpened_cos",
+    "stakes",
+    "stakes_interval",
     "best_teacher",
     "crossfit_halves",
     "half_estimates",
@@ -81,6 +94,7 @@ NULL_REASONS: tuple[str | None, ...] = (
     "pure_sharpening",
     "ideal_is_sharpening",
     "unverifiable",
+    "sharpening_dominated",
 )
 """Reason codes returned by ``alignment``; index 0 means the score is defined."""
 
@@ -96,6 +110,22 @@ PURE_SHARPENING_REL = 1e-6
 _NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H = 1, 2, 3, 4, 5
 UNVERIFIABLE = 6
 """Reason code of a node where some candidate has no judged continuation (no S)."""
+_SHARPENING_DOMINATED = 7
+
+RHO = 0.05
+"""Conditioning guard of beyond: both |Pg|^2/|g|^2 and |Pd|^2/|d|^2 must reach this share."""
+
+LEVELS: dict[str, float] = {"cos": 0.95, "edge": 0.95, "beyond": 0.95, "gain": 0.88,
+                            "advantage": 0.88, "s": 0.90}
+"""Nominal level of the Jeffreys-draw interval per score, chosen so that the *actual* coverage
+is 85-95% in all four regimes of method.md (measured by ``engine.calibration``, asserted by
+tests/test_coverage.py; the table is in docs/method.md). Cosines need the wider nominal level: at
+nominal 90% they covered 81-83% where nearly every continuation fails or succeeds. Gain and
+advantage need a narrower one: at nominal 90% they over-covered those regimes (95-96%), where
+most draws of a near-0 or near-1 S barely move them."""
+
+STAKES_CANDIDATE_LEVEL = 0.72
+"""Level of the per-candidate Jeffreys intervals that bound stakes (``stakes_interval``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,13 +381,23 @@ def alignment(
     h_cand: np.ndarray,
     h_norm2: np.ndarray,
     mask: np.ndarray,
+    cos_sharp: np.ndarray | None = None,
+    rho: float = RHO,
 ) -> dict[str, np.ndarray]:
-    """gain, cos, cos_c and beyond from the stored quantities, with reason codes.
+    """gain, cos, cos_c, edge and beyond from the stored quantities, with reason codes.
 
     g is 0 outside C, so every inner product with g is a sum over C; beyond uses
-    <Pg, Pd> = <g,d> - <g,h><h,d>/|h|^2 and the matching norms, with P = I - h h^T/|h|^2.
+    <Pg, Pd> = <g,d> - <g,h><h,d>/|h|^2 and the matching norms, with P = I - h h^T/|h|^2, and
+    is NULL (``sharpening_dominated``) unless both |Pg|^2 >= rho |g|^2 and |Pd|^2 >= rho |d|^2:
+    below that the projected cosine is the angle between leftovers of h's tail.
+
+    ``cos_sharp`` is the sharpened-student reference's cosine under the same signal (from
+    ``sharpened_cos``), broadcastable to the result; edge = cos - cos_sharp, where a reference
+    that does not move (NaN) contributes 0. Without it, edge is NaN.
+
     Returns arrays broadcast over all inputs' leading dims: ``gain`` (never NaN), ``cos``,
-    ``cos_c`` (NaN also where d vanishes on C), ``beyond`` and ``reason`` (int codes into
+    ``cos_c`` (NaN also where d vanishes on C), ``edge``, ``beyond``, the residual shares
+    ``g_share`` = |Pg|^2/|g|^2 and ``d_share`` = |Pd|^2/|d|^2, and ``reason`` (int codes into
     ``NULL_REASONS``; 0 when every score is defined, else the first reason in that order).
     """
     m = np.asarray(mask, dtype=bool)
@@ -383,17 +423,97 @@ def alignment(
         cos = gain / np.sqrt(g2 * d2)
         cos_c = gain / np.sqrt(g2 * dc2)
         beyond = (gain - gh * hd / h2_safe) / np.sqrt(pg2 * pd2)
+        g_share = np.where(no_h | no_signal, np.nan, pg2 / g2)
+        d_share = np.where(no_h | zero_dir, np.nan, pd2 / d2)
+    dominated = (pg2 < rho * g2) | (pd2 < rho * d2)
     cos_null = no_signal | zero_dir
-    beyond_null = cos_null | no_h | pure | ideal_is_h
+    beyond_null = cos_null | no_h | pure | ideal_is_h | dominated
     cos = np.where(cos_null, np.nan, np.clip(cos, -1.0, 1.0))
     cos_c = np.where(cos_null | (dc2 <= D_NORM2_MIN), np.nan, np.clip(cos_c, -1.0, 1.0))
     beyond = np.where(beyond_null, np.nan, np.clip(beyond, -1.0, 1.0))
+    if cos_sharp is None:
+        edge = np.full(cos.shape, np.nan)
+    else:
+        ref = _a(cos_sharp)
+        edge = cos - np.where(np.isnan(ref), 0.0, ref)
     reason = np.select(
-        [no_signal, zero_dir, no_h, pure, ideal_is_h],
-        [_NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H],
+        [no_signal, zero_dir, no_h, pure, ideal_is_h, dominated],
+        [_NO_SIGNAL, _ZERO_DIRECTION, _NO_H, _PURE_SHARPENING, _IDEAL_IS_H,
+         _SHARPENING_DOMINATED],
         default=0,
     ).astype(np.int8)
-    return {"gain": gain, "cos": cos, "cos_c": cos_c, "beyond": beyond, "reason": reason}
+    return {"gain": gain, "cos": cos, "cos_c": cos_c, "edge": edge, "beyond": beyond,
+            "g_share": g_share, "d_share": d_share, "reason": reason}
+
+
+def sharpened_cos(
+    g: np.ndarray, ref_d_cand: np.ndarray, ref_d_norm2: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """cos(g, d_sharp): the alignment the sharpened student earns by confidence alone.
+
+    ``ref_*`` are the sharpened-student reference's direction statistics under one signal
+    (for reverse KL d_sharp is a positive multiple of h, so this is cos(g, h) exactly). NaN
+    where g or d_sharp vanishes; ``alignment`` then subtracts nothing.
+    """
+    m = np.asarray(mask, dtype=bool)
+    g = np.where(m, _a(g), 0.0)
+    d = np.where(m, _a(ref_d_cand), 0.0)
+    d2 = _a(ref_d_norm2)
+    g2 = (g * g).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = (g * d).sum(-1) / np.sqrt(g2 * d2)
+    return np.where((g2 == 0) | (d2 <= D_NORM2_MIN), np.nan, np.clip(c, -1.0, 1.0))
+
+
+def plausible_set(
+    p_cand: np.ndarray,
+    q_cand: np.ndarray,
+    sampled: np.ndarray,
+    mask: np.ndarray,
+    threshold: float = 0.01,
+) -> np.ndarray:
+    """C+: candidates the student (p >= pi) or a non-control teacher (q >= pi) finds plausible,
+    plus the sampled token; (M, K) bool. ``q_cand`` is (T, M, K) over non-control teachers (T
+    may be 0). Fixed by p and q, so the same set serves every Jeffreys draw."""
+    m = np.asarray(mask, dtype=bool)
+    q = _a(q_cand)
+    by_teacher = (q >= threshold).any(0) if q.shape[0] else np.zeros(m.shape, bool)
+    return m & ((_a(p_cand) >= threshold) | by_teacher | np.asarray(sampled, dtype=bool))
+
+
+def stakes(s_hat: np.ndarray, plausible: np.ndarray) -> np.ndarray:
+    """max - min of S over C+, in success probability; (..., M) for S of shape (..., M, K).
+
+    0 when C+ has one candidate; NaN when a candidate of C+ has no S (unverifiable)."""
+    c = np.asarray(plausible, dtype=bool)
+    s = _a(s_hat)
+    top = np.where(c, s, -np.inf).max(-1)
+    bottom = np.where(c, s, np.inf).min(-1)
+    missing = (c & np.isnan(s)).any(-1)
+    return np.where(missing, np.nan, top - bottom)
+
+
+def stakes_interval(
+    s_lo: np.ndarray, s_hi: np.ndarray, plausible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of stakes from per-candidate intervals (at ``STAKES_CANDIDATE_LEVEL``):
+    [max(0, max_{a!=b} lo_a - hi_b), max_{a!=b} hi_a - lo_b] over C+.
+
+    Not the quantiles of max - min over draws: the maximum of noisy draws sits above the maximum
+    of the true values, and those quantiles covered 58-60% where S is near 0 or 1 for every
+    candidate. Deterministic candidates have lo = hi = their value. [0, 0] when |C+| < 2.
+    """
+    c = np.asarray(plausible, dtype=bool)
+    lo, hi = _a(s_lo), _a(s_hi)
+    pair = c[..., :, None] & c[..., None, :] & ~np.eye(c.shape[-1], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        low = np.where(pair, lo[..., :, None] - hi[..., None, :], -np.inf).max((-2, -1))
+        high = np.where(pair, hi[..., :, None] - lo[..., None, :], -np.inf).max((-2, -1))
+    single = ~pair.any((-2, -1))
+    missing = (c & (np.isnan(lo) | np.isnan(hi))).any(-1)
+    low = np.where(single, 0.0, np.maximum(low, 0.0))
+    high = np.where(single, 0.0, high)
+    return np.where(missing, np.nan, low), np.where(missing, np.nan, high)
 
 
 def reason_names(reason: np.ndarray) -> np.ndarray:
@@ -452,43 +572,77 @@ def interval(
     return out[0], out[1]
 
 
-def label(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """'helps' / 'hurts' when the interval excludes 0, else 'neutral'; None where it is NaN.
+def bounds(level: float) -> tuple[float, float]:
+    """Quantiles (lo, hi) of a central interval at ``level``: 0.9 -> (0.05, 0.95)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be in (0, 1) (got {level})")
+    return (1 - level) / 2, 1 - (1 - level) / 2
 
-    Callers give a NULL score a NaN interval, so a NULL score never carries a label.
+
+def label(lo: np.ndarray, hi: np.ndarray, decisive: np.ndarray, epsilon: float) -> np.ndarray:
+    """'helps' / 'hurts' at a decisive node whose interval lies above +epsilon / below -epsilon,
+    else 'neutral'; None where the interval is NaN (callers give a NULL score a NaN interval).
+
+    A sign alone is not a label: at a node where nothing is at stake, or where the effect could
+    be smaller than epsilon, nobody should act on the direction of the pull.
     """
-    lo, hi = np.broadcast_arrays(_a(lo), _a(hi))
+    lo, hi, dec = np.broadcast_arrays(_a(lo), _a(hi), np.asarray(decisive, dtype=bool))
     out = np.full(lo.shape, "neutral", dtype=object)
-    out[lo > 0] = "helps"
-    out[hi < 0] = "hurts"
+    out[dec & (lo > epsilon)] = "helps"
+    out[dec & (hi < -epsilon)] = "hurts"
     out[np.isnan(lo) | np.isnan(hi)] = None
     return out
 
 
-def best_teacher(
-    beyond_point: np.ndarray, beyond_draws: np.ndarray, eligible: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Leader per node by point score among eligible teachers, and P(leader ahead) over draws.
+BEST_REASONS: tuple[str | None, ...] = (None, "not_decisive", "tie", "no_teacher")
+"""Why a node has no best teacher (index 0: it has one)."""
 
-    Shapes: beyond_point (..., T), beyond_draws (B, ..., T), eligible broadcastable to (..., T)
-    (False for controls). Teachers with a NaN point score are not eligible; ties go to the
-    lower index (config order). In a draw the leader is ahead when its score is not NaN and
-    >= every other eligible teacher's (NaN draws count as behind). Returns index (-1 when no
-    teacher is eligible) and probability (NaN there).
+
+def best_teacher(
+    point: np.ndarray,
+    draws: np.ndarray,
+    eligible: np.ndarray,
+    decisive: np.ndarray,
+    margin: float,
+    share: float,
+) -> dict[str, np.ndarray]:
+    """The confident leader per node: it must beat the runner-up by ``margin`` in at least
+    ``share`` of the paired draws, at a decisive node.
+
+    Shapes: point (..., T), draws (B, ..., T), eligible broadcastable to (..., T) (False for
+    controls), decisive (...). The leader is the eligible teacher with the highest non-NaN point
+    score (ties to the lower index, config order). In a draw, a NaN score of the leader is a
+    loss and a NaN score of another teacher is behind. With one eligible teacher, it leads.
+    Returns ``index`` (-1 without a confident leader), ``leader`` (the point leader, -1 when
+    no teacher is eligible), ``prob`` (share of draws with the leader ahead by ``margin``),
+    ``point_margin`` (leader minus runner-up, point scores; NaN without a runner-up) and
+    ``reason`` (codes into ``BEST_REASONS``).
     """
-    point = _a(beyond_point)
-    draws = _a(beyond_draws)
-    ok = np.asarray(eligible, dtype=bool) & ~np.isnan(point)
+    pt = _a(point)
+    dr = _a(draws)
+    ok = np.asarray(eligible, dtype=bool) & ~np.isnan(pt)
     any_ok = ok.any(-1)
-    leader = np.argmax(np.where(ok, point, -np.inf), axis=-1)
+    leader = np.argmax(np.where(ok, pt, -np.inf), axis=-1)
+    is_leader = np.arange(pt.shape[-1]) == leader[..., None]
+    others = ok & ~is_leader
+    runner_pt = np.where(others, pt, -np.inf).max(-1)
+    lead_pt = np.take_along_axis(pt, leader[..., None], axis=-1)[..., 0]
     lead_draw = np.take_along_axis(
-        draws, np.broadcast_to(leader, draws.shape[:-1])[..., None], axis=-1
-    )  # (B, ..., 1)
-    others = ok & (np.arange(point.shape[-1]) != leader[..., None])
-    behind = np.isnan(draws) | (draws <= lead_draw) | ~others
-    ahead = ~np.isnan(lead_draw[..., 0]) & behind.all(-1)
-    prob = ahead.mean(0)
-    return np.where(any_ok, leader, -1), np.where(any_ok, prob, np.nan)
+        dr, np.broadcast_to(leader, dr.shape[:-1])[..., None], axis=-1)[..., 0]
+    runner_draw = np.where(others & ~np.isnan(dr), dr, -np.inf).max(-1)
+    with np.errstate(invalid="ignore"):
+        ahead = ~np.isnan(lead_draw) & (lead_draw - runner_draw >= margin)
+    prob = np.where(any_ok, ahead.mean(0), np.nan)
+    dec = np.asarray(decisive, dtype=bool)
+    confident = any_ok & dec & (prob >= share)
+    reason = np.select([~any_ok, ~dec, ~confident], [3, 1, 2], default=0).astype(np.int8)
+    return {
+        "index": np.where(confident, leader, -1),
+        "leader": np.where(any_ok, leader, -1),
+        "prob": prob,
+        "point_margin": np.where(any_ok & np.isfinite(runner_pt), lead_pt - runner_pt, np.nan),
+        "reason": reason,
+    }
 
 
 def half_estimates(
@@ -525,22 +679,25 @@ def crossfit_halves(
     hd: np.ndarray,
     h_cand: np.ndarray,
     h_norm2: np.ndarray,
+    ref_d_cand: np.ndarray,
+    ref_d_norm2: np.ndarray,
     temperature: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """advantage and beyond from each half of the continuations, for the cross-fitted oracle.
+    """advantage and edge from each half of the continuations, for the cross-fitted oracle.
 
     ``s_halves`` comes from ``half_estimates``, (2, P, K). Per-node quantities are (P, K) or
-    (P,); teacher quantities may carry leading dims such as (T, P, K), and results have them
-    too: advantage_a/_b and beyond_a/_b.
+    (P,) (the sharpened reference ``ref_*`` among them); teacher quantities may carry leading
+    dims such as (T, P, K), and results have them too: advantage_a/_b and edge_a/_b.
     """
     lead = np.ndim(q_cand) - np.ndim(p_cand)
     s_hat = s_halves.reshape(2, *([1] * lead), *s_halves.shape[1:])  # (2, ..., P, K)
     v_hat, g = ideal_direction(p_cand, s_hat, mask, temperature)
     adv = teacher_advantage(q_cand, s_hat, v_hat, mask)
-    beyond = alignment(g, d_cand, d_norm2, hd, h_cand, h_norm2, mask)["beyond"]
+    ref = sharpened_cos(g, ref_d_cand, ref_d_norm2, mask)
+    edge = alignment(g, d_cand, d_norm2, hd, h_cand, h_norm2, mask, ref)["edge"]
     return {
         "advantage_a": adv[0],
         "advantage_b": adv[1],
-        "beyond_a": beyond[0],
-        "beyond_b": beyond[1],
+        "edge_a": edge[0],
+        "edge_b": edge[1],
     }

@@ -82,32 +82,32 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
     for line in unverifiable_warnings(con):
         console.print(f"[bold red]warning:[/bold red] {line}", highlight=False)
     rows = con.execute("""
-        SELECT teacher, is_control, signal, correctness, metric, n, null_share, mean, lo, hi,
-               helps, hurts, neutral
+        SELECT teacher, is_control, signal, correctness, nodes, metric, n, null_share, mean, lo,
+               hi, helps, hurts, neutral, n_labelled
         FROM summary_alignment WHERE correctness IN ('correct', 'incorrect')
         ORDER BY is_control, teacher, signal, correctness""").fetchall()
-    cell: dict[tuple, tuple] = {}
+    cell: dict[tuple, dict] = {}
     keys: list[tuple] = []
-    for t, ctrl, sig, corr, metric, n, null, mean, lo, hi, helps, hurts, neutral in rows:
+    for t, ctrl, sig, corr, nodes, metric, *vals in rows:
         if signals and sig not in signals:
             continue
         k = (ctrl, t, sig, corr)
         if k not in cell:
             keys.append(k)
             cell[k] = {}
-        cell[k][metric] = (n, null, mean, lo, hi, helps, hurts, neutral)
+        cell[k][(nodes, metric)] = tuple(vals)
     by_signal: dict[str, list[tuple]] = {}
     for k in keys:
         by_signal.setdefault(k[2], []).append(k)
     order = [sg for sg in ("rkl", "fkl", "jsd", "sampled") if sg in by_signal]
-    empty = (0, None, None, None, None, None, None, None)
+    empty = (0, None, None, None, None, None, None, None, None)
+    sharp_t = meta.get("sharpened_temperature", "0.5")
     for sig in order:
-        note = " (beyond-sharpening split exact)" if sig == "rkl" else \
-            " (beyond sharpening: approximate for this signal)" if sig != "sampled" else ""
+        note = "" if sig == "rkl" else f" (edge against the student at T={sharp_t})"
         table = Table(title=f"{_SIGNAL_NAMES.get(sig, sig)}{note}: mean [90% question-bootstrap "
                       "CI]", title_justify="left")
-        for col in ("teacher", "rollouts", "n", "NULL", "cos (plain)", "beyond sharpening",
-                    "gain ×1e-3", "advantage ×1e-3", "helps/hurts/neutral"):
+        for col in ("teacher", "rollouts", "n", "edge", "decisive", "edge at decisive",
+                    "cos (plain)", "advantage ×1e-3 at decisive", "helps/hurts of labelled"):
             table.add_column(col, no_wrap=True)
         last_ctrl = None
         for k in by_signal[sig]:
@@ -116,20 +116,24 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
             if last_ctrl is False and ctrl:
                 table.add_section()
             last_ctrl = ctrl
-            cos, bey = c.get("cos", empty), c.get("beyond", empty)
-            gain, adv = c.get("gain", empty), c.get("advantage", empty)
-            hhn = "–" if cos[5] is None else f"{cos[5]:.2f}/{cos[6]:.2f}/{cos[7]:.2f}"
-            table.add_row(f"{t}*" if ctrl else t, corr, str(cos[0]),
-                          "–" if cos[1] is None else f"{cos[1]:.0%}", _fmt(*cos[2:5]),
-                          _fmt(*bey[2:5]), _fmt_milli(*gain[2:5]), _fmt_milli(*adv[2:5]), hhn)
+            edge, edge_d = c.get(("all", "edge"), empty), c.get(("decisive", "edge"), empty)
+            cos, adv_d = c.get(("all", "cos"), empty), c.get(("decisive", "advantage"), empty)
+            hh = "–" if edge_d[5] is None else \
+                f"{edge_d[5]:.2f}/{edge_d[6]:.2f} of {edge_d[8]}"
+            table.add_row(f"{t}*" if ctrl else t, corr, str(edge[0]), _fmt(*edge[2:5]),
+                          str(edge_d[0]), _fmt(*edge_d[2:5]), _fmt(*cos[2:5]),
+                          _fmt_milli(*adv_d[2:5]), hh)
         console.print(table)
+    console.print("edge = cos(g, d) - cos(g, d_sharp): what a teacher knows beyond making the "
+                  "student surer (0: no better than confidence). Labels exist only at decisive "
+                  "nodes (stakes >= tau).", highlight=False)
     console.print("* control: the baseline a teacher must beat (sharpened student: no knowledge; "
                   "softened teacher: same knowledge, less confident)")
     best = con.execute("""SELECT scope, key, best_teacher, best_mean, runner_up, margin, n
                           FROM summary_best WHERE scope IN ('run', 'family')
                           ORDER BY scope DESC, key""").fetchall()
     if best:
-        bt = Table(title="Best configuration (mean beyond-sharpening rKL alignment)")
+        bt = Table(title="Best configuration (mean edge at decisive nodes, rank signal)")
         for col in ("scope", "key", "best", "mean", "runner-up", "margin", "n"):
             bt.add_column(col)
         for scope, key, b, m, ru, mg, n in best:
@@ -141,6 +145,6 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
     for unit, om, bs, bsm, og, lo, hi, n, sw, pairs in orc:
         console.print(
             f"oracle ({unit}): per-node best {_fmt(om, None, None)} vs best single "
-            f"{bs} {_fmt(bsm, None, None)}: gain {_fmt(og, lo, hi)} over {n} nodes; "
+            f"{bs} {_fmt(bsm, None, None)}: gain {_fmt(og, lo, hi)} over {n} decisive nodes; "
             f"confident best-teacher switches {sw if sw is None else f'{sw:.1%}'} of "
-            f"{pairs} node pairs")
+            f"{pairs} pairs of consecutive decisive nodes")

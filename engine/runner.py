@@ -7,6 +7,7 @@ re-running one question reproduces its rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from engine import __version__, schema, store
+from engine import __version__, maths, schema, store
 from engine.config import RunConfig, TeacherConfig
 from engine.continuations import ContinuationResult, run_continuations
 from engine.datasets import Question, load_questions
@@ -229,7 +230,8 @@ def plan_nodes(world: World, seeded: Seeded, r: int) -> NodePlan:
     cfg = world.cfg
     resp = seeded.responses[r]
     scorer = Scorer(world.student, seeded.sources, seeded.hidden[r], seeded.views, cfg.sampling,
-                    cfg.signals, cfg.candidates, cfg.memory.score_chunk, resp)
+                    cfg.signals, cfg.candidates, cfg.memory.score_chunk, resp,
+                    cfg.controls.sharpened_temperature)
     sp = scorer.student_pass()
     n = len(resp)
     cands = [candidate_set(resp[t], sp.student_top[t].tolist(),
@@ -301,9 +303,10 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
 
         ns = scorer.node_pass(nodes, [node_cands[int(t)].token_ids for t in nodes])
         counts = outcome_arrays(ns.cand_ids.shape, nodes, node_cands, cont)
-        sc = score_nodes(ns, *counts, names, controls, cfg.signals.families,
-                         draws=cfg.bootstrap_draws, seed=cfg.seed, question_id=q.id, rollout=r,
-                         temperature=cfg.sampling.temperature)
+        sc = score_nodes(ns, *counts, np.asarray(resp)[nodes], names, controls,
+                         cfg.signals.families, draws=cfg.bootstrap_draws, seed=cfg.seed,
+                         question_id=q.id, rollout=r, temperature=cfg.sampling.temperature,
+                         rules=cfg.scores)
         pcos = _param_cosines(world, seeded, scorer, resp, nodes, ns, sc) \
             if cfg.param_check.nodes else {}
         _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names,
@@ -352,7 +355,6 @@ def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConf
 def _param_cosines(world: World, seeded: Seeded, scorer: Scorer, resp: list[int],
                    nodes: np.ndarray, ns: Any, sc: Any) -> dict[tuple[int, int, int], float]:
     """cos(J^T g, J^T d) at the rollout's highest-|g| nodes: {(teacher, signal, node): cos}."""
-    from engine import maths
     from engine.param_check import cosines, pick_nodes, pullback
 
     cfg = world.cfg
@@ -387,8 +389,6 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                     node_cands: dict, ns: Any, sc: Any, cont: Any, names: list[str],
                     families: tuple[str, ...], texts: TokenTexts,
                     param_cos: dict[tuple[int, int, int], float]) -> None:
-    from engine import maths
-
     m = len(nodes)
     pos = nodes.astype(int).tolist()
     gh = (sc.g * ns.h_cand).sum(-1)
@@ -401,8 +401,12 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                 m_s=ns.p_samp.sum(-1), n_candidates=ns.mask.sum(-1),
                 n_cont=[int(sc.n[i, ns.mask[i]].max()) for i in range(m)],
                 g_norm2=_nan_to_none((sc.g**2).sum(-1)), h_norm2=ns.h_norm2,
-                gh=_nan_to_none(gh), null_reason=sc.node_reason.tolist(),
-                best_teacher=best, best_prob=_nan_to_none(sc.best_prob))
+                gh=_nan_to_none(gh), g_residual_share=_nan_to_none(sc.g_share),
+                n_plausible=sc.plausible.sum(-1), stakes=_nan_to_none(sc.stakes),
+                stakes_lo=_nan_to_none(sc.stakes_lo), stakes_hi=_nan_to_none(sc.stakes_hi),
+                decisive=sc.decisive.tolist(), null_reason=sc.node_reason.tolist(),
+                best_teacher=best, best_prob=_nan_to_none(sc.best_prob),
+                best_margin=_nan_to_none(sc.best_margin), best_reason=sc.best_reason.tolist())
     # candidates and candidate_teacher
     for i, t in enumerate(pos):
         cs = node_cands[t]
@@ -410,7 +414,8 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
             o = cont.outcomes[(t, a)]
             rows.add("candidates", question_id=qid, rollout=r, pos=t, cand=j, token_id=a,
                      token_text=texts.get(a)[0], is_sampled=(a == resp[t]),
-                     sources=cs.sources[j], p=float(ns.p_samp[i, j]), s=o.s, n=o.n,
+                     sources=cs.sources[j], plausible=bool(sc.plausible[i, j]),
+                     p=float(ns.p_samp[i, j]), s=o.s, n=o.n,
                      s_half=o.s_half, n_half=o.n_half, n_unverifiable=o.n_unverifiable,
                      deterministic=o.deterministic, s_hat=_none_if_nan(sc.s_hat[i, j]),
                      s_lo=_none_if_nan(sc.s_lo[i, j]), s_hi=_none_if_nan(sc.s_hi[i, j]),
@@ -430,8 +435,8 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
                     advantage_hi=_nan_to_none(sc.advantage_hi[ti]),
                     advantage_a=_nan_to_none(sc.halves["advantage_a"][ti]),
                     advantage_b=_nan_to_none(sc.halves["advantage_b"][ti]),
-                    beyond_a=_nan_to_none(sc.halves["beyond_a"][ti]),
-                    beyond_b=_nan_to_none(sc.halves["beyond_b"][ti]),
+                    edge_a=_nan_to_none(sc.halves["edge_a"][ti]),
+                    edge_b=_nan_to_none(sc.halves["edge_b"][ti]),
                     teacher_entropy=px["teacher_entropy"], kl_pq=px["kl_pq"], kl_qp=px["kl_qp"],
                     js=px["js"], teachability=px["teachability"],
                     sampled_rank=px["sampled_rank"].astype(np.int64),
@@ -440,21 +445,24 @@ def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.nd
     reasons = maths.reason_names(sc.point["reason"])  # (T, F, M)
     for ti, name in enumerate(names):
         for fi, f in enumerate(families):
-            pt = {k: sc.point[k][ti, fi] for k in ("gain", "cos", "cos_c", "beyond")}
-            lo = {k: sc.lo[k][ti, fi] for k in sc.lo}
-            hi = {k: sc.hi[k][ti, fi] for k in sc.hi}
-            lab = maths.label(lo["cos"], hi["cos"])
-            lab_b = maths.label(lo["beyond"], hi["beyond"])
+            pt = {k: sc.point[k][ti, fi] for k in ("gain", "cos", "cos_c", "edge", "beyond",
+                                                    "d_share")}
+            lo = {k: _nan_to_none(sc.lo[k][ti, fi]) for k in sc.lo}
+            hi = {k: _nan_to_none(sc.hi[k][ti, fi]) for k in sc.hi}
             rows.extend("scores", question_id=[qid] * m, rollout=[r] * m, pos=pos,
                         teacher=[name] * m, signal=[f] * m,
                         d_norm2=ns.d_norm2[(name, f)], hd=ns.hd[(name, f)],
                         gain=_nan_to_none(pt["gain"]), cos=_nan_to_none(pt["cos"]),
-                        cos_c=_nan_to_none(pt["cos_c"]), beyond=_nan_to_none(pt["beyond"]),
-                        cos_lo=_nan_to_none(lo["cos"]), cos_hi=_nan_to_none(hi["cos"]),
-                        beyond_lo=_nan_to_none(lo["beyond"]),
-                        beyond_hi=_nan_to_none(hi["beyond"]),
-                        gain_lo=_nan_to_none(lo["gain"]), gain_hi=_nan_to_none(hi["gain"]),
-                        label=list(lab), label_beyond=list(lab_b),
+                        cos_c=_nan_to_none(pt["cos_c"]),
+                        cos_sharp=_nan_to_none(sc.cos_sharp[fi]),
+                        edge=_nan_to_none(pt["edge"]), beyond=_nan_to_none(pt["beyond"]),
+                        d_residual_share=_nan_to_none(pt["d_share"]),
+                        cos_lo=lo["cos"], cos_hi=hi["cos"], edge_lo=lo["edge"],
+                        edge_hi=hi["edge"], beyond_lo=lo["beyond"], beyond_hi=hi["beyond"],
+                        gain_lo=lo["gain"], gain_hi=hi["gain"],
+                        label=list(sc.labels["cos"][ti, fi]),
+                        label_edge=list(sc.labels["edge"][ti, fi]),
+                        label_beyond=list(sc.labels["beyond"][ti, fi]),
                         null_reason=list(reasons[ti, fi]),
                         param_cos=[param_cos.get((ti, fi, i)) for i in range(m)])
 
@@ -523,6 +531,10 @@ def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
             "rollouts_g": str(cfg.sampling.rollouts), "seed": str(cfg.seed),
             "bootstrap_draws": str(cfg.bootstrap_draws),
             "teacher_logits_temperature": "per teacher (teachers.temperature)",
+            "score_rules": dataclasses.asdict(cfg.scores),
+            "sharpened_temperature": str(cfg.controls.sharpened_temperature),
+            "interval_levels": {**maths.LEVELS,
+                                "stakes_candidate": maths.STAKES_CANDIDATE_LEVEL},
         }),
         "teachers": pa.table({
             "teacher": [t.name for t in teachers], "kind": [t.kind for t in teachers],

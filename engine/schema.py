@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SIGNALS = ("rkl", "fkl", "jsd", "sampled")
 """Signal families of method.md: reverse KL, forward KL, generalised JSD(beta), sampled-token."""
@@ -148,12 +148,27 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("g_norm2", "DOUBLE", "|g|^2 (g is zero outside C; NULL when unverifiable)"),
         ("h_norm2", "DOUBLE", "|h|^2, h = p (log p + H(p)) over the full vocabulary"),
         ("gh", "DOUBLE", "<g, h>"),
+        ("g_residual_share", "DOUBLE", "|P g|^2 / |g|^2: the share of g left after projecting "
+         "out h (beyond is NULL below rho, meta score_rules)"),
+        ("n_plausible", "SMALLINT", "|C+|: candidates with p >= pi or a non-control q >= pi, "
+         "plus the sampled token (candidates.plausible)"),
+        ("stakes", "DOUBLE", "max - min of S_hat over C+, in success probability (NULL when "
+         "unverifiable)"),
+        ("stakes_lo", "DOUBLE", "lower end of the calibrated stakes interval: max(0, max over "
+         "pairs of C+ of lo_a - hi_b), per-candidate Jeffreys quantiles at level 0.72"),
+        ("stakes_hi", "DOUBLE", "upper end: max over pairs a != b of C+ of hi_a - lo_b"),
+        ("decisive", "BOOLEAN", "stakes >= tau_stakes (meta score_rules): only decisive nodes "
+         "carry helps / hurts labels and a best teacher"),
         ("null_reason", "VARCHAR", "why scores at this node are NULL: no_signal (all candidates "
          "equal S), unverifiable (a candidate has no judged continuation, so no S), else NULL"),
-        ("best_teacher", "VARCHAR", "non-control teacher with the highest beyond-sharpening "
-         "alignment under the rank signal (meta rank_signal; NULL when undefined)"),
-        ("best_prob", "DOUBLE", "share of paired draws in which best_teacher is ahead of all "
-         "others"),
+        ("best_teacher", "VARCHAR", "confident leader among non-control teachers by edge under "
+         "the rank signal (meta rank_signal): it beats the runner-up by the margin in at least "
+         "leader_share of the paired draws, at a decisive node; NULL otherwise (best_reason)"),
+        ("best_prob", "DOUBLE", "share of paired draws in which the point leader beats the "
+         "runner-up by the margin"),
+        ("best_margin", "DOUBLE", "point edge of the leader minus the runner-up's"),
+        ("best_reason", "VARCHAR", "why best_teacher is NULL: not_decisive | tie | no_teacher | "
+         "unverifiable; NULL when there is a best teacher or no signal"),
     ),
     _t(
         "candidates", "One row per candidate token of a probed node.",
@@ -164,6 +179,8 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("token_text", "VARCHAR", "decoded text of the candidate"),
         ("is_sampled", "BOOLEAN", "a = y_pos"),
         ("sources", "VARCHAR", "why it is in C: comma list of sampled, student, <teacher>"),
+        ("plausible", "BOOLEAN", "in C+ (the set stakes spreads over): p >= pi, a non-control "
+         "q >= pi, or the sampled token"),
         ("p", "DOUBLE", "student p_samp(a | u)"),
         ("s", "INTEGER", "successful continuations among the judged ones"),
         ("n", "INTEGER", "judged continuations (unverifiable ones excluded; 1 for a "
@@ -209,9 +226,9 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("advantage_hi", "DOUBLE", "95% bootstrap quantile of A_c"),
         ("advantage_a", "DOUBLE", "A_c from the first half of the continuations"),
         ("advantage_b", "DOUBLE", "A_c from the second half"),
-        ("beyond_a", "DOUBLE", "alignment beyond sharpening under the rank signal (meta "
-         "rank_signal) from the first half"),
-        ("beyond_b", "DOUBLE", "... from the second half (cross-fitted oracle gain)"),
+        ("edge_a", "DOUBLE", "edge under the rank signal (meta rank_signal) from the first "
+         "half of the continuations"),
+        ("edge_b", "DOUBLE", "... from the second half (cross-fitted oracle gain)"),
         ("teacher_entropy", "DOUBLE", "H(q), nats"),
         ("kl_pq", "DOUBLE", "KL(p || q), nats"),
         ("kl_qp", "DOUBLE", "KL(q || p), nats"),
@@ -232,20 +249,31 @@ QUESTION_TABLES: tuple[Table, ...] = (
          "only when unverifiable)"),
         ("cos", "DOUBLE", "cos(g, d) over the full vocabulary (NULL: see null_reason)"),
         ("cos_c", "DOUBLE", "cosine restricted to the candidate set"),
-        ("beyond", "DOUBLE", "cos(P g, P d), P projects out h (alignment beyond sharpening)"),
-        ("cos_lo", "DOUBLE", "5% Jeffreys-draw quantile of cos (NULL with cos, like every "
-         "interval)"),
-        ("cos_hi", "DOUBLE", "95% quantile of cos"),
-        ("beyond_lo", "DOUBLE", "5% quantile of beyond"),
-        ("beyond_hi", "DOUBLE", "95% quantile of beyond"),
+        ("cos_sharp", "DOUBLE", "cos(g, d_sharp): the sharpened-student reference under this "
+         "signal (reverse KL: cos(g, h) exactly; NULL where d_sharp vanishes, counted as 0)"),
+        ("edge", "DOUBLE", "edge over the sharpened student: cos - coalesce(cos_sharp, 0), in "
+         "[-2, 2] (the headline knowledge score; the sharpened control's edge is 0)"),
+        ("beyond", "DOUBLE", "cos(P g, P d), P projects out h (alignment beyond sharpening; "
+         "NULL when sharpening_dominated)"),
+        ("d_residual_share", "DOUBLE", "|P d|^2 / |d|^2 (beyond needs it >= rho)"),
+        ("cos_lo", "DOUBLE", "lower end of the calibrated interval of cos (2.5% Jeffreys-draw "
+         "quantile, meta interval_levels; NULL with cos, like every interval)"),
+        ("cos_hi", "DOUBLE", "upper end (97.5% quantile)"),
+        ("edge_lo", "DOUBLE", "lower end of the calibrated interval of edge (2.5% quantile)"),
+        ("edge_hi", "DOUBLE", "upper end (97.5% quantile)"),
+        ("beyond_lo", "DOUBLE", "lower end of the interval of beyond (2.5% quantile)"),
+        ("beyond_hi", "DOUBLE", "upper end (97.5% quantile)"),
         ("gain_lo", "DOUBLE", "5% quantile of gain"),
         ("gain_hi", "DOUBLE", "95% quantile of gain"),
-        ("label", "VARCHAR", "helps | hurts | neutral from the cos interval (NULL with cos)"),
-        ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval (NULL "
-         "with beyond)"),
+        ("label", "VARCHAR", "helps | hurts | neutral from the cos interval: helps needs a "
+         "decisive node and cos_lo > epsilon (meta score_rules); NULL with cos"),
+        ("label_edge", "VARCHAR", "helps | hurts | neutral from the edge interval, same rule "
+         "(NULL with edge)"),
+        ("label_beyond", "VARCHAR", "helps | hurts | neutral from the beyond interval, same "
+         "rule (NULL with beyond)"),
         ("null_reason", "VARCHAR", "unverifiable | no_signal | zero_direction | "
-         "no_sharpening_direction | pure_sharpening | ideal_is_sharpening (beyond only), else "
-         "NULL"),
+         "no_sharpening_direction | pure_sharpening | ideal_is_sharpening | "
+         "sharpening_dominated (the last four: beyond only), else NULL"),
         ("param_cos", "DOUBLE", "parameter-space cos(J^T g, J^T d) where the opt-in check ran"),
     ),
 )
@@ -257,63 +285,68 @@ TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 SUMMARY_TABLES: tuple[Table, ...] = (
     _t(
         "summary_alignment",
-        "Per teacher, signal and rollout correctness: mean scores with question-bootstrap 90% "
-        "intervals.", ("teacher", "signal", "correctness", "metric"),
+        "Per teacher, signal, rollout correctness and node set: mean scores with "
+        "question-bootstrap 90% intervals.", ("teacher", "signal", "correctness", "nodes",
+                                              "metric"),
         ("teacher", "VARCHAR", "teacher configuration"),
         ("is_control", "BOOLEAN", "configuration is a control"),
         ("signal", "VARCHAR", "signal family"),
         ("correctness", "VARCHAR", "correct | incorrect | all"),
-        ("metric", "VARCHAR", "cos | beyond | cos_c | gain | advantage"),
-        ("n", "BIGINT", "nodes averaged (non-NULL for cosines, all probed for gain/advantage)"),
-        ("null_share", "DOUBLE", "share of probed nodes where the metric is NULL"),
+        ("nodes", "VARCHAR", "all (every probed node) | decisive (nodes.decisive)"),
+        ("metric", "VARCHAR", "edge | cos | beyond | cos_c | gain | advantage"),
+        ("n", "BIGINT", "nodes averaged (non-NULL for cosines and edge, all probed for "
+         "gain/advantage)"),
+        ("null_share", "DOUBLE", "share of the node set where the metric is NULL"),
         ("mean", "DOUBLE", "mean over nodes"),
         ("lo", "DOUBLE", "5% quantile of the mean over a bootstrap of questions"),
         ("hi", "DOUBLE", "95% quantile"),
         ("n_labelled", "BIGINT", "labelled nodes: the denominator of helps / hurts / neutral "
-         "(cos / beyond metrics; a NULL score has no label)"),
-        ("helps", "DOUBLE", "share of labelled nodes labelled helps (cos / beyond metrics)"),
+         "(edge / cos / beyond metrics; a NULL score has no label)"),
+        ("helps", "DOUBLE", "share of labelled nodes labelled helps (edge / cos / beyond)"),
         ("hurts", "DOUBLE", "share of labelled nodes labelled hurts"),
         ("neutral", "DOUBLE", "share of labelled nodes labelled neutral"),
     ),
     _t(
-        "summary_best", "Best configuration per question and per family (mean beyond-sharpening "
-        "alignment under the rank signal, meta rank_signal; ties broken by name).",
-        ("scope", "key"),
+        "summary_best", "Best configuration per question, per family and over the run: the "
+        "highest mean edge at decisive nodes under the rank signal (meta rank_signal; ties "
+        "broken by name).", ("scope", "key"),
         ("scope", "VARCHAR", "question | family | run"),
         ("key", "VARCHAR", "question_id, family name, or 'all'"),
-        ("best_teacher", "VARCHAR", "configuration with the highest mean"),
-        ("best_mean", "DOUBLE", "its mean beyond-sharpening alignment (rank signal)"),
+        ("best_teacher", "VARCHAR", "configuration with the highest mean edge"),
+        ("best_mean", "DOUBLE", "its mean edge over decisive nodes (rank signal)"),
         ("runner_up", "VARCHAR", "second best"),
         ("margin", "DOUBLE", "best_mean - runner-up mean"),
-        ("n", "BIGINT", "non-NULL nodes"),
+        ("n", "BIGINT", "decisive nodes with a defined edge"),
     ),
     _t(
-        "summary_oracle", "Cross-fitted oracle gain of choosing the teacher per node.", ("unit",),
-        ("unit", "VARCHAR", "alignment (beyond sharpening, rank signal) | advantage"),
-        ("oracle_mean", "DOUBLE", "mean over nodes of the per-node best, cross-fitted"),
+        "summary_oracle", "Cross-fitted oracle gain of choosing the teacher per decisive node.",
+        ("unit",),
+        ("unit", "VARCHAR", "edge (rank signal) | advantage"),
+        ("oracle_mean", "DOUBLE", "mean over decisive nodes of the per-node best, cross-fitted"),
         ("best_single", "VARCHAR", "best single teacher (cross-fitted choice)"),
-        ("best_single_mean", "DOUBLE", "its mean"),
+        ("best_single_mean", "DOUBLE", "its mean on the same nodes"),
         ("oracle_gain", "DOUBLE", "oracle_mean - best_single_mean"),
         ("lo", "DOUBLE", "5% question-bootstrap quantile of oracle_gain"),
         ("hi", "DOUBLE", "95% quantile"),
-        ("n", "BIGINT", "nodes"),
+        ("n", "BIGINT", "decisive nodes where every non-control teacher has both halves"),
         ("switch_rate", "DOUBLE", "switches / n_pairs: share of qualifying pairs whose "
          "confident leader changes"),
-        ("n_pairs", "BIGINT", "qualifying pairs: consecutive probed nodes of a rollout that both "
-         "have a confident leader (best_prob >= 0.9)"),
+        ("n_pairs", "BIGINT", "qualifying pairs: consecutive decisive nodes of a rollout that "
+         "both have a confident best teacher (view best_switches)"),
     ),
     _t(
-        "summary_position", "Help/hurt shares by position decile of the rollout (rank signal, "
-        "plain cosine labels).", ("teacher", "correctness", "decile"),
+        "summary_position", "Edge and help/hurt shares by position decile of the rollout (rank "
+        "signal, edge labels).", ("teacher", "correctness", "decile"),
         ("teacher", "VARCHAR", "teacher configuration"),
         ("correctness", "VARCHAR", "correct | incorrect"),
         ("decile", "SMALLINT", "0..9: floor(10 pos / n_tokens)"),
         ("n", "BIGINT", "nodes"),
+        ("n_decisive", "BIGINT", "decisive nodes"),
         ("mean_cos", "DOUBLE", "mean plain cosine"),
-        ("mean_beyond", "DOUBLE", "mean beyond-sharpening alignment"),
+        ("mean_edge", "DOUBLE", "mean edge"),
         ("n_labelled", "BIGINT", "labelled nodes: the denominator of helps / hurts"),
-        ("helps", "DOUBLE", "share of labelled nodes labelled helps"),
-        ("hurts", "DOUBLE", "share of labelled nodes labelled hurts"),
+        ("helps", "DOUBLE", "share of labelled nodes whose edge label is helps"),
+        ("hurts", "DOUBLE", "share of labelled nodes whose edge label is hurts"),
     ),
     _t(
         "summary_proxy", "Spearman correlation of cheap proxies with alignment (rank signal).",
@@ -321,31 +354,34 @@ SUMMARY_TABLES: tuple[Table, ...] = (
         ("teacher", "VARCHAR", "teacher configuration"),
         ("proxy", "VARCHAR", "student_entropy | teacher_entropy | kl_pq | kl_qp | js | "
          "teachability | sampled_rank"),
-        ("target", "VARCHAR", "cos | beyond"),
+        ("target", "VARCHAR", "cos | edge"),
         ("spearman", "DOUBLE", "rank correlation over nodes with non-NULL target"),
         ("n", "BIGINT", "nodes"),
     ),
     _t(
-        "summary_question_teacher", "Per question, teacher and signal: node count, mean "
-        "alignment and label counts (the TUI's question list reads this, not `scores`).",
+        "summary_question_teacher", "Per question, teacher and signal: node counts, mean "
+        "alignment and edge-label counts (the TUI's question list reads this, not `scores`).",
         ("question_id", "teacher", "signal"),
         ("question_id", "VARCHAR", "question"),
         ("teacher", "VARCHAR", "teacher configuration"),
         ("signal", "VARCHAR", "signal family"),
         ("n", "BIGINT", "probed nodes (scores rows) over all rollouts of the question"),
+        ("n_decisive", "BIGINT", "decisive nodes among them"),
         ("mean_cos", "DOUBLE", "mean plain cosine over non-NULL nodes"),
-        ("mean_beyond", "DOUBLE", "mean beyond-sharpening alignment over non-NULL nodes"),
-        ("helps", "BIGINT", "nodes labelled helps (plain cosine label)"),
-        ("hurts", "BIGINT", "nodes labelled hurts"),
-        ("neutral", "BIGINT", "nodes labelled neutral"),
+        ("mean_edge", "DOUBLE", "mean edge over non-NULL nodes"),
+        ("mean_edge_decisive", "DOUBLE", "mean edge over decisive nodes"),
+        ("helps", "BIGINT", "nodes whose edge label is helps (decisive by construction)"),
+        ("hurts", "BIGINT", "nodes whose edge label is hurts"),
+        ("neutral", "BIGINT", "nodes whose edge label is neutral"),
     ),
 )
 
 VIEWS: dict[str, str] = {
     "token_scores": """
         SELECT t.question_id, t.rollout, t.pos, t.token_id, t.token_text, t.logp, t.entropy,
-               r.correct, s.teacher, s.signal, s.cos, s.cos_c, s.beyond, s.gain, s.label,
-               s.label_beyond, s.cos_lo, s.cos_hi, s.beyond_lo, s.beyond_hi, s.null_reason,
+               r.correct, s.teacher, s.signal, s.edge, s.cos, s.cos_c, s.beyond, s.gain,
+               s.label_edge, s.label, s.label_beyond, s.edge_lo, s.edge_hi, s.cos_lo, s.cos_hi,
+               s.beyond_lo, s.beyond_hi, s.cos_sharp, s.null_reason, n.stakes, n.decisive,
                n.v_hat, n.value_change, te.is_control
         FROM scores s
         JOIN tokens t USING (question_id, rollout, pos)
@@ -353,16 +389,19 @@ VIEWS: dict[str, str] = {
         JOIN nodes n USING (question_id, rollout, pos)
         JOIN teachers te USING (teacher)""",
     "teacher_summary": """
-        SELECT teacher, is_control, signal, correctness,
+        SELECT teacher, is_control, signal, correctness, nodes,
+               max(mean) FILTER (WHERE metric = 'edge') AS edge,
                max(mean) FILTER (WHERE metric = 'cos') AS cos,
                max(mean) FILTER (WHERE metric = 'beyond') AS beyond,
                max(mean) FILTER (WHERE metric = 'gain') AS gain,
                max(mean) FILTER (WHERE metric = 'advantage') AS advantage,
-               max(helps) FILTER (WHERE metric = 'cos') AS helps,
-               max(hurts) FILTER (WHERE metric = 'cos') AS hurts,
-               max(neutral) FILTER (WHERE metric = 'cos') AS neutral,
-               max(n) FILTER (WHERE metric = 'cos') AS n
-        FROM summary_alignment GROUP BY ALL ORDER BY is_control, teacher, signal, correctness""",
+               max(helps) FILTER (WHERE metric = 'edge') AS helps,
+               max(hurts) FILTER (WHERE metric = 'edge') AS hurts,
+               max(neutral) FILTER (WHERE metric = 'edge') AS neutral,
+               max(n_labelled) FILTER (WHERE metric = 'edge') AS n_labelled,
+               max(n) FILTER (WHERE metric = 'edge') AS n
+        FROM summary_alignment GROUP BY ALL
+        ORDER BY is_control, teacher, signal, correctness, nodes""",
     "question_summary": """
         SELECT q.question_id, q.idx, q.family, q.status, q.n_rollouts, q.n_correct,
                q.n_correct / nullif(q.n_rollouts, 0) AS accuracy, q.n_nodes,
@@ -373,20 +412,21 @@ VIEWS: dict[str, str] = {
         SELECT *, qualifies AND best_teacher <> prev_teacher AS is_switch
         FROM (SELECT question_id, rollout, pos, best_teacher, best_prob,
                      lag(pos) OVER w AS prev_pos, lag(best_teacher) OVER w AS prev_teacher,
-                     lag(best_prob) OVER w AS prev_prob,
-                     coalesce(best_prob >= 0.9 AND lag(best_prob) OVER w >= 0.9, false)
-                         AS qualifies
-              FROM nodes WINDOW w AS (PARTITION BY question_id, rollout ORDER BY pos))""",
+                     coalesce(best_teacher IS NOT NULL AND lag(best_teacher) OVER w IS NOT NULL,
+                              false) AS qualifies
+              FROM nodes WHERE decisive
+              WINDOW w AS (PARTITION BY question_id, rollout ORDER BY pos))""",
     "failed_questions": """
         SELECT question_id, idx, error, seconds FROM questions WHERE status = 'failed'""",
 }
 
 VIEW_DOCS: dict[str, str] = {
     "token_scores": "Every score joined with its token text, rollout correctness and node value.",
-    "teacher_summary": "summary_alignment pivoted: one row per teacher, signal and correctness.",
+    "teacher_summary": "summary_alignment pivoted: one row per teacher, signal, correctness and "
+    "node set (all | decisive); label shares are the edge labels'.",
     "question_summary": "One row per question with accuracy and its best teacher.",
-    "best_switches": "Each probed node with the previous probed node of its rollout: qualifies "
-    "when both have a confident leader (best_prob >= 0.9), is_switch when that leader changes.",
+    "best_switches": "Each decisive node with the previous decisive node of its rollout: "
+    "qualifies when both have a confident best teacher, is_switch when that leader changes.",
     "failed_questions": "Questions whose computation failed, with the error.",
 }
 

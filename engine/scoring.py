@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from engine import maths
-from engine.config import CandidateConfig, SamplingConfig, SignalConfig, TeacherConfig
+from engine.config import (
+    CONTROL_SHARPENED,
+    CandidateConfig,
+    SamplingConfig,
+    SignalConfig,
+    TeacherConfig,
+)
 from engine.models import LoadedModel, ResidencyPool
 
 
@@ -66,6 +72,10 @@ class NodeStats:
     hd: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     # teacher -> proxy name -> (M,)
     proxies: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # the sharpened-student reference of the edge, per signal: d at the candidates and |d|^2
+    # (the ctrl_sharpened control's own arrays when it is scored)
+    ref_d_cand: dict[str, np.ndarray] = field(default_factory=dict)
+    ref_d_norm2: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 CHUNK_ELEMENTS = 1 << 22
@@ -102,7 +112,7 @@ class Scorer:
     def __init__(self, student: LoadedModel, sources: Sequence[Source], hidden: list[Tensor],
                  views: Sequence[TeacherView], sampling: SamplingConfig,
                  signals: SignalConfig, candidates: CandidateConfig, chunk: int,
-                 response: list[int]):
+                 response: list[int], sharpened_temperature: float = 0.5):
         self.student = student
         self.views = list(views)
         self.sampling = sampling
@@ -114,6 +124,8 @@ class Scorer:
         self.n = len(response)
         self.hidden = hidden
         self.sources = list(sources)
+        self.sharpened_temperature = sharpened_temperature
+        self._sharpened = next((v for v in self.views if v.cfg.name == CONTROL_SHARPENED), None)
 
     def _student_logps(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         """(log p_samp, log p_train) at response positions `rows`.
@@ -204,6 +216,14 @@ class Scorer:
                 for pname, val in maths.proxies(logp_train, logq, y,
                                                 max(self.cands_cfg.student_top_k, 1)).items():
                     put(f"x/{name}/{pname}", val)
+            if self._sharpened is None:  # the edge's reference, computed as the control would be
+                z = self.student.logits(self.hidden[0][rows])
+                logq = torch.log_softmax(z.double() / self.sharpened_temperature, -1)
+                for sig in self.signals.families:
+                    st = maths.direction_stats(sig, logp_train, logq, cidx, y,
+                                               self.signals.jsd_beta, h=h)
+                    put(f"ref/{sig}", st.d_cand * cmask * unit)
+                    put(f"refn/{sig}", st.d_norm2 * unit**2)
         cat = {key: np.concatenate(v) for key, v in parts.items()}
         out.p_samp, out.h_cand, out.h_norm2 = cat["p"], cat["h"], cat["h2"]
         for v in self.views:
@@ -216,4 +236,10 @@ class Scorer:
                 out.hd[(name, sig)] = cat[f"hd/{name}/{sig}"]
             out.proxies[name] = {key.split("/")[2]: val for key, val in cat.items()
                                  if key.startswith(f"x/{name}/")}
+        for sig in self.signals.families:
+            if self._sharpened is not None:
+                out.ref_d_cand[sig] = out.d_cand[(self._sharpened.cfg.name, sig)]
+                out.ref_d_norm2[sig] = out.d_norm2[(self._sharpened.cfg.name, sig)]
+            else:
+                out.ref_d_cand[sig], out.ref_d_norm2[sig] = cat[f"ref/{sig}"], cat[f"refn/{sig}"]
         return out

@@ -6,8 +6,9 @@ bootstrap over questions then only multiplies a (draws x questions) matrix of mu
 with (questions x groups) sums and counts, so it costs the same for 10k or 10M tokens.
 
 Choices documented in docs/schema.md: advantage (signal-independent) is repeated under every
-signal; label shares are over labelled nodes; the oracle uses nodes where every non-control
-teacher has both half-scores; teachers whose cross-fitted choices differ are named "a|b".
+signal; label shares are over labelled nodes; every headline comes twice, over all probed nodes
+and over decisive ones; the oracle uses decisive nodes where every non-control teacher has both
+half-scores; teachers whose cross-fitted choices differ are named "a|b".
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import pyarrow as pa
 from engine import schema
 from engine.rng import generator, sequence_key
 
-METRICS = ("cos", "beyond", "cos_c", "gain", "advantage")
+METRICS = ("edge", "cos", "beyond", "cos_c", "gain", "advantage")
+LABELLED = ("edge", "cos", "beyond")
+NODE_SETS = {"all": "true", "decisive": "n.decisive"}
 CORRECTNESS = ("correct", "incorrect", "all")
 PROXIES = (
     "student_entropy", "teacher_entropy", "kl_pq", "kl_qp", "js", "teachability", "sampled_rank",
 )
-ORACLE_UNITS = {"alignment": "beyond", "advantage": "advantage"}
+ORACLE_UNITS = {"edge": "edge", "advantage": "advantage"}
 QUANTILES = (0.05, 0.95)
 _SUMMARY = {t.name: t for t in schema.SUMMARY_TABLES}
 
@@ -113,8 +116,6 @@ def ratio_interval(
 # ---------------------------------------------------------------------------------------------
 # summary_alignment
 
-_SCORE_METRICS = ("cos", "beyond", "cos_c", "gain")
-
 _PER_QUESTION = """
     WITH qi AS (
         SELECT question_id, row_number() OVER (ORDER BY question_id) - 1 AS qi
@@ -124,10 +125,14 @@ _PER_QUESTION = """
                CASE WHEN grouping(r.correct) = 1 THEN 'all'
                     WHEN r.correct THEN 'correct' ELSE 'incorrect' END AS correctness,
                count(*) AS nodes,
+               count(s.edge) AS n_edge, sum(s.edge) AS sum_edge,
                count(s.cos) AS n_cos, sum(s.cos) AS sum_cos,
                count(s.beyond) AS n_beyond, sum(s.beyond) AS sum_beyond,
                count(s.cos_c) AS n_cos_c, sum(s.cos_c) AS sum_cos_c,
                count(s.gain) AS n_gain, sum(s.gain) AS sum_gain,
+               count(*) FILTER (s.label_edge = 'helps') AS helps_edge,
+               count(*) FILTER (s.label_edge = 'hurts') AS hurts_edge,
+               count(*) FILTER (s.label_edge = 'neutral') AS neutral_edge,
                count(*) FILTER (s.label = 'helps') AS helps_cos,
                count(*) FILTER (s.label = 'hurts') AS hurts_cos,
                count(*) FILTER (s.label = 'neutral') AS neutral_cos,
@@ -135,6 +140,7 @@ _PER_QUESTION = """
                count(*) FILTER (s.label_beyond = 'hurts') AS hurts_beyond,
                count(*) FILTER (s.label_beyond = 'neutral') AS neutral_beyond
         FROM scores s JOIN rollouts r USING (question_id, rollout)
+        JOIN nodes n USING (question_id, rollout, pos) WHERE {where}
         GROUP BY GROUPING SETS ((s.teacher, s.signal, s.question_id, r.correct),
                                 (s.teacher, s.signal, s.question_id))
         HAVING grouping(r.correct) = 1 OR r.correct IS NOT NULL),
@@ -145,6 +151,7 @@ _PER_QUESTION = """
                count(*) AS nodes_advantage, count(nt.advantage) AS n_advantage,
                sum(nt.advantage) AS sum_advantage
         FROM node_teacher nt JOIN rollouts r USING (question_id, rollout)
+        JOIN nodes n USING (question_id, rollout, pos) WHERE {where}
         GROUP BY GROUPING SETS ((nt.teacher, nt.question_id, r.correct),
                                 (nt.teacher, nt.question_id))
         HAVING grouping(r.correct) = 1 OR r.correct IS NOT NULL),
@@ -162,9 +169,22 @@ _PER_QUESTION = """
 def _alignment_rows(
     con: duckdb.DuckDBPyConnection, qids: np.ndarray, weights: np.ndarray
 ) -> dict[str, list]:
-    """One row per teacher x signal x correctness x metric; bootstrap over questions."""
+    """One row per teacher x signal x correctness x node set x metric."""
+    out: dict[str, list] = {c: [] for c in _SUMMARY["summary_alignment"].column_names}
+    for node_set, where in NODE_SETS.items():
+        for c, v in _alignment_set(con, qids, weights, node_set, where).items():
+            out[c].extend(v)
+    return out
+
+
+def _alignment_set(
+    con: duckdb.DuckDBPyConnection, qids: np.ndarray, weights: np.ndarray, node_set: str,
+    where: str,
+) -> dict[str, list]:
+    """The rows of one node set; bootstrap over questions (a question without nodes in the set
+    weighs nothing)."""
     is_control = dict(con.execute("SELECT teacher, is_control FROM teachers").fetchall())
-    d = con.execute(_PER_QUESTION).fetchnumpy()
+    d = con.execute(_PER_QUESTION.format(where=where)).fetchnumpy()
     d = {k: np.ma.filled(v, 0) if np.ma.isMaskedArray(v) else v for k, v in d.items()}
     gid, qi = d["gid"].astype(np.int64), d["qi"].astype(np.int64)
     n_groups = int(gid.max()) + 1 if gid.size else 0
@@ -179,7 +199,7 @@ def _alignment_rows(
         counts[qi, col] = d[f"n_{metric}"].astype(np.float64)
         node_col = "nodes_advantage" if metric == "advantage" else "nodes"
         nodes += np.bincount(col, weights=d[node_col].astype(np.float64), minlength=nodes.size)
-        if metric in ("cos", "beyond"):
+        if metric in LABELLED:
             for k, lab in enumerate(schema.LABELS):
                 labels[:, k] += np.bincount(
                     col, weights=d[f"{lab}_{metric}"].astype(np.float64), minlength=nodes.size
@@ -195,16 +215,17 @@ def _alignment_rows(
             if nodes[j] == 0:
                 continue  # e.g. a teacher with scores but no node_teacher rows
             labelled = labels[j].sum()
-            shares = labels[j] / labelled if metric in ("cos", "beyond") and labelled else None
+            shares = labels[j] / labelled if metric in LABELLED and labelled else None
             out["teacher"].append(teacher)
             out["is_control"].append(bool(is_control.get(teacher, False)))
             out["signal"].append(signal)
             out["correctness"].append(corr)
+            out["nodes"].append(node_set)
             out["metric"].append(metric)
             out["n"].append(n)
             out["null_share"].append(1.0 - n / nodes[j])
             out["mean"].append(sums[:, j].sum() / n if n else None)
-            out["n_labelled"].append(int(labelled) if metric in ("cos", "beyond") else None)
+            out["n_labelled"].append(int(labelled) if metric in LABELLED else None)
             out["lo"].append(_finite(lo[j]))
             out["hi"].append(_finite(hi[j]))
             for k, lab in enumerate(schema.LABELS):
@@ -217,17 +238,18 @@ def _alignment_rows(
 
 _BEST_SQL = """
     WITH b AS (
-        SELECT s.question_id, q.family, s.teacher, s.beyond
+        SELECT s.question_id, q.family, s.teacher, s.edge
         FROM scores s JOIN questions q USING (question_id) JOIN teachers t USING (teacher)
-        WHERE s.signal = $1 AND s.beyond IS NOT NULL AND NOT t.is_control),
+        JOIN nodes n USING (question_id, rollout, pos)
+        WHERE s.signal = $1 AND s.edge IS NOT NULL AND n.decisive AND NOT t.is_control),
     per AS (
-        SELECT 'question' AS scope, question_id AS key, teacher, avg(beyond) AS m, count(*) AS n
+        SELECT 'question' AS scope, question_id AS key, teacher, avg(edge) AS m, count(*) AS n
         FROM b GROUP BY ALL
         UNION ALL
-        SELECT 'family', family, teacher, avg(beyond), count(*)
+        SELECT 'family', family, teacher, avg(edge), count(*)
         FROM b WHERE family IS NOT NULL GROUP BY ALL
         UNION ALL
-        SELECT 'run', 'all', teacher, avg(beyond), count(*) FROM b GROUP BY ALL),
+        SELECT 'run', 'all', teacher, avg(edge), count(*) FROM b GROUP BY ALL),
     ranked AS (
         SELECT *, row_number() OVER (PARTITION BY scope, key ORDER BY m DESC, teacher) AS rk
         FROM per)
@@ -240,22 +262,25 @@ _BEST_SQL = """
 _POSITION_SQL = """
     SELECT s.teacher, CASE WHEN r.correct THEN 'correct' ELSE 'incorrect' END,
            least(floor(10 * s.pos / r.n_tokens), 9)::SMALLINT AS decile,
-           count(*), avg(s.cos), avg(s.beyond), count(s.label),
-           count(*) FILTER (s.label = 'helps') / nullif(count(s.label), 0),
-           count(*) FILTER (s.label = 'hurts') / nullif(count(s.label), 0)
+           count(*), count(*) FILTER (n.decisive), avg(s.cos), avg(s.edge), count(s.label_edge),
+           count(*) FILTER (s.label_edge = 'helps') / nullif(count(s.label_edge), 0),
+           count(*) FILTER (s.label_edge = 'hurts') / nullif(count(s.label_edge), 0)
     FROM scores s JOIN rollouts r USING (question_id, rollout)
+    JOIN nodes n USING (question_id, rollout, pos)
     WHERE s.signal = $1 AND r.correct IS NOT NULL
     GROUP BY ALL ORDER BY 1, 2, 3"""
 
 _QUESTION_TEACHER_SQL = """
-    SELECT question_id, teacher, signal, count(*), avg(cos), avg(beyond),
-           count(*) FILTER (label = 'helps'), count(*) FILTER (label = 'hurts'),
-           count(*) FILTER (label = 'neutral')
-    FROM scores GROUP BY ALL ORDER BY 1, 2, 3"""
+    SELECT s.question_id, s.teacher, s.signal, count(*), count(*) FILTER (n.decisive),
+           avg(s.cos), avg(s.edge), avg(s.edge) FILTER (n.decisive),
+           count(*) FILTER (s.label_edge = 'helps'), count(*) FILTER (s.label_edge = 'hurts'),
+           count(*) FILTER (s.label_edge = 'neutral')
+    FROM scores s JOIN nodes n USING (question_id, rollout, pos)
+    GROUP BY ALL ORDER BY 1, 2, 3"""
 
 
 _PROXY_SQL = """
-    SELECT s.cos, s.beyond, t.entropy AS student_entropy, nt.teacher_entropy, nt.kl_pq,
+    SELECT s.cos, s.edge, t.entropy AS student_entropy, nt.teacher_entropy, nt.kl_pq,
            nt.kl_qp, nt.js, nt.teachability, nt.sampled_rank::DOUBLE AS sampled_rank
     FROM scores s
     JOIN node_teacher nt USING (question_id, rollout, pos, teacher)
@@ -290,7 +315,7 @@ def _proxy_rows(con: duckdb.DuckDBPyConnection, signal: str) -> dict[str, list]:
         if cols["cos"].size == 0:
             continue
         for proxy in PROXIES:
-            for target in ("cos", "beyond"):
+            for target in ("cos", "edge"):
                 x, y = cols[proxy], cols[target]
                 both = ~(np.isnan(x) | np.isnan(y))
                 for c, v in (("teacher", teacher), ("proxy", proxy), ("target", target),
@@ -311,7 +336,8 @@ def _oracle_per_question(con: duckdb.DuckDBPyConnection, prefix: str) -> tuple[l
                     FROM teachers WHERE NOT is_control),
         x AS (SELECT nt.question_id, nt.rollout, nt.pos, nt.teacher, nc.r, {a} AS xa, {b} AS xb
               FROM node_teacher nt JOIN nc USING (teacher)
-              WHERE {a} IS NOT NULL AND {b} IS NOT NULL),
+              JOIN nodes n USING (question_id, rollout, pos)
+              WHERE n.decisive AND {a} IS NOT NULL AND {b} IS NOT NULL),
         complete AS (SELECT question_id, rollout, pos FROM x GROUP BY ALL
                      HAVING count(*) = (SELECT count(*) FROM nc)),
         xc AS (SELECT x.* FROM x SEMI JOIN complete USING (question_id, rollout, pos))"""

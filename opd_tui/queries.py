@@ -11,8 +11,11 @@ app and painting its first screen need neither, and together they cost ~0.3 s of
 from __future__ import annotations
 
 import datetime
+import json
+import math
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +138,31 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
 # Run facts (Overview)
 
 
+SCORE_RULES = {"tau_stakes": 0.1, "plausible": 0.01, "epsilon": 0.05, "margin": 0.1,
+               "leader_share": 0.9, "rho": 0.05}
+"""The engine's defaults (engine.config.ScoreConfig), used where meta has no score_rules. Copied,
+not imported: the app loads only engine.schema and engine.report, to start fast."""
+
+INTERVAL_LEVELS = {"cos": 0.95, "edge": 0.95, "beyond": 0.95, "gain": 0.88, "advantage": 0.88,
+                   "s": 0.9}
+"""Nominal levels of the per-node intervals when meta has no interval_levels."""
+
+
+def _json_numbers(text: str | None, defaults: dict[str, float]) -> dict[str, float]:
+    """A meta JSON object of numbers over `defaults`; a damaged value falls back, never raises
+    (a hand-edited file must still open)."""
+    out = dict(defaults)
+    try:
+        parsed = json.loads(text or "{}")
+    except ValueError:
+        return out
+    if isinstance(parsed, dict):
+        for k, v in parsed.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                out[str(k)] = float(v)
+    return out
+
+
 @dataclass
 class RunInfo:
     meta: dict[str, str]
@@ -147,6 +175,21 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Loud facts that make the numbers untrustworthy (most verdicts unverifiable)."""
+
+    @property
+    def rules(self) -> dict[str, float]:
+        """meta score_rules: tau_stakes (decisive), epsilon (labels), margin, rho, ..."""
+        return _json_numbers(self.meta.get("score_rules"), SCORE_RULES)
+
+    @property
+    def levels(self) -> dict[str, float]:
+        """meta interval_levels: nominal level of each per-node interval (cos, edge, ...)."""
+        return _json_numbers(self.meta.get("interval_levels"), INTERVAL_LEVELS)
+
+    @property
+    def sharpened_temperature(self) -> str:
+        """T of the sharpened control: the edge's reference for signals other than rkl."""
+        return self.meta.get("sharpened_temperature", "0.5")
 
     @property
     def teacher_names(self) -> list[str]:
@@ -202,28 +245,44 @@ def _dict_rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+HEADLINE_CELLS: tuple[tuple[str, str, str], ...] = (
+    ("edge_dec", "decisive", "edge"),
+    ("cos_dec", "decisive", "cos"),
+    ("gain_dec", "decisive", "gain"),
+    ("advantage_dec", "decisive", "advantage"),
+    ("edge_all", "all", "edge"),
+    ("cos_all", "all", "cos"),
+    ("beyond_all", "all", "beyond"),
+)
+"""(column prefix, node set, metric) of the headline: each gives mean, _lo and _hi."""
+
+
 def headline_query(signal: str) -> Query:
-    """Per teacher x correctness for one signal: means with intervals, label shares."""
+    """Per teacher x correctness for one signal: edge and plain cosine over decisive nodes and
+    over every probed node, effect sizes at decisive nodes, edge-label shares of labelled
+    decisive nodes with their denominator (summary_alignment, long -> wide)."""
+    cells = []
+    for prefix, node_set, metric in HEADLINE_CELLS:
+        cond = f"nodes = '{node_set}' AND metric = '{metric}'"
+        cells += [f"max(mean) FILTER ({cond}) AS {prefix}",
+                  f"max(lo) FILTER ({cond}) AS {prefix}_lo",
+                  f"max(hi) FILTER ({cond}) AS {prefix}_hi"]
+    dec_edge = "nodes = 'decisive' AND metric = 'edge'"
+    all_edge = "nodes = 'all' AND metric = 'edge'"
+    all_beyond = "nodes = 'all' AND metric = 'beyond'"
+    cells += [f"max(n) FILTER ({all_edge}) AS n_all",
+              f"max(null_share) FILTER ({all_edge}) AS null_share_all",
+              f"max(null_share) FILTER ({all_beyond}) AS null_share_beyond",
+              f"max(n) FILTER ({dec_edge}) AS n_dec",
+              f"max(n_labelled) FILTER ({dec_edge}) AS n_labelled",
+              f"max(helps) FILTER ({dec_edge}) AS helps",
+              f"max(hurts) FILTER ({dec_edge}) AS hurts",
+              f"max(neutral) FILTER ({dec_edge}) AS neutral"]
+    select = ",\n               ".join(cells)
     return Query(
-        """
+        f"""
         SELECT teacher, is_control, correctness,
-               max(mean) FILTER (metric = 'cos') AS cos,
-               max(lo) FILTER (metric = 'cos') AS cos_lo,
-               max(hi) FILTER (metric = 'cos') AS cos_hi,
-               max(mean) FILTER (metric = 'beyond') AS beyond,
-               max(lo) FILTER (metric = 'beyond') AS beyond_lo,
-               max(hi) FILTER (metric = 'beyond') AS beyond_hi,
-               max(mean) FILTER (metric = 'gain') AS gain,
-               max(lo) FILTER (metric = 'gain') AS gain_lo,
-               max(hi) FILTER (metric = 'gain') AS gain_hi,
-               max(mean) FILTER (metric = 'advantage') AS advantage,
-               max(lo) FILTER (metric = 'advantage') AS advantage_lo,
-               max(hi) FILTER (metric = 'advantage') AS advantage_hi,
-               max(helps) FILTER (metric = 'cos') AS helps,
-               max(hurts) FILTER (metric = 'cos') AS hurts,
-               max(neutral) FILTER (metric = 'cos') AS neutral,
-               max(n) FILTER (metric = 'cos') AS n,
-               max(null_share) FILTER (metric = 'cos') AS null_share
+               {select}
         FROM summary_alignment JOIN teachers USING (teacher, is_control)
         WHERE signal = ? AND correctness IN ('incorrect', 'correct')
         GROUP BY teacher, is_control, correctness, ordinal
@@ -233,16 +292,26 @@ def headline_query(signal: str) -> Query:
 
 
 HIST_BINS = 20
+HIST_RANGE = {"edge": 2.0, "cos": 1.0, "beyond": 1.0}
+"""Half-width of each histogrammed score's range: edge lies in [-2, 2], cosines in [-1, 1]."""
 
 
-def histogram_query(signal: str, metric: str = "cos", bins: int = HIST_BINS) -> Query:
-    """Counts of a cosine metric in `bins` equal bins over [-1, 1], per teacher."""
-    col = {"cos": "cos", "beyond": "beyond"}[metric]
+def histogram_query(signal: str, metric: str = "edge", bins: int = HIST_BINS,
+                    decisive: bool = True) -> Query:
+    """Counts of a score in `bins` equal bins over its range, per teacher (edge: [-2, 2]),
+    over decisive nodes (where a token can help or hurt) or every probed node."""
+    col = {"edge": "edge", "cos": "cos", "beyond": "beyond"}[metric]
+    width = HIST_RANGE[metric]
+    nodes = ("JOIN (SELECT question_id, rollout, pos FROM nodes WHERE decisive) n "
+             "USING (question_id, rollout, pos)") if decisive else ""
     return Query(
         f"""
-        SELECT teacher, least(floor(({col} + 1) / 2 * {bins}), {bins - 1})::INT AS bin,
+        SELECT teacher,
+               greatest(least(floor(({col} + {width}) / {2 * width} * {bins}), {bins - 1}),
+                        0)::INT AS bin,
                count(*) AS n
-        FROM scores WHERE signal = ? AND {col} IS NOT NULL
+        FROM scores {nodes}
+        WHERE signal = ? AND {col} IS NOT NULL
         GROUP BY ALL ORDER BY teacher, bin""",
         (signal,),
     )
@@ -266,14 +335,30 @@ def histograms(frame: pl.DataFrame | list[dict[str, Any]],
 _FORBIDDEN_WHERE = re.compile(r";")
 
 
-def align_column(teacher: str) -> str:
-    return f"align_{teacher}"
+def edge_column(teacher: str) -> str:
+    """Question-list column: the teacher's mean edge over the question's decisive nodes."""
+    return f"edge_{teacher}"
+
+
+def hurts_column(teacher: str) -> str:
+    """Question-list column: the teacher's count of nodes whose edge label is hurts."""
+    return f"hurts_{teacher}"
+
+
+_QUESTION_TEACHER_LIVE = """
+                SELECT s.question_id, s.teacher, count(*) FILTER (n.decisive) AS n_decisive,
+                       avg(s.edge) FILTER (n.decisive) AS mean_edge_decisive,
+                       count(*) FILTER (s.label_edge = 'hurts') AS hurts
+                FROM scores s JOIN nodes n USING (question_id, rollout, pos)
+                WHERE s.signal = ? GROUP BY ALL"""
+"""summary_question_teacher's columns the list needs, aggregated from `scores` (live runs)."""
 
 
 def questions_query(
     teachers: list[str],
     signal: str,
     *,
+    controls: Collection[str] = (),
     where: str = "",
     order_by: str = "idx",
     descending: bool = False,
@@ -281,47 +366,51 @@ def questions_query(
     offset: int = 0,
     summary: bool = True,
 ) -> Query:
-    """One row per question: accuracy, mean plain alignment per teacher, hurt tokens, best.
+    """One row per question: accuracy, decisive nodes, per teacher the mean edge at decisive
+    nodes and the hurt-labelled nodes (each teacher its own count: summing over teachers
+    counted one node once per teacher), best teacher, then the question's facts and text (the
+    numbers first: they are what a narrow terminal shows).
 
-    `where` is a user-typed DuckDB expression over the output columns; `order_by` one of them.
-    With `summary` the per-teacher numbers come from `summary_question_teacher` (one row per
-    question x teacher x signal, materialised at merge), so sorting or filtering 20,000
-    questions does not aggregate millions of `scores` rows; a live run has no summaries yet
-    and aggregates `scores` (same columns, same values).
+    Controls get an edge column (the baseline) but no hurts column. `where` is a user-typed
+    DuckDB expression over the output columns; `order_by` one of them. With `summary` the
+    per-teacher numbers come from `summary_question_teacher` (one row per question x teacher x
+    signal, materialised at merge), so sorting or filtering 20,000 questions does not aggregate
+    millions of `scores` rows; a live run has no summaries yet and aggregates `scores` joined
+    with `nodes` (same columns, same values).
     """
     if _FORBIDDEN_WHERE.search(where):
         raise QueryError("the filter is one expression: remove the ';'")
-    controls = "(SELECT teacher FROM teachers WHERE is_control)"
-    if summary:
-        per_teacher = "".join(
-            f",\n                       max(mean_cos) FILTER (teacher = {_literal(t)}) AS "
-            f"{quote_ident(align_column(t))}"
-            for t in teachers
-        )
-        aggregate = f"""
-                SELECT question_id,
-                       sum(hurts) FILTER (teacher NOT IN {controls})::BIGINT AS hurts{per_teacher}
-                FROM summary_question_teacher WHERE signal = ? GROUP BY question_id"""
-    else:
-        per_teacher = "".join(
-            f",\n                       avg(cos) FILTER (teacher = {_literal(t)}) AS "
-            f"{quote_ident(align_column(t))}"
-            for t in teachers
-        )
-        aggregate = f"""
-                SELECT question_id,
-                       count(*) FILTER (label = 'hurts' AND teacher NOT IN
-                           {controls}) AS hurts{per_teacher}
-                FROM scores WHERE signal = ? GROUP BY question_id"""
-    picked = "".join(f", a.{quote_ident(align_column(t))}" for t in teachers)
+    # (column, pivot over the per-teacher rows, outer select): a question without probed
+    # nodes has no hurt token, 0, while its edge stays NULL
+    per_teacher: list[tuple[str, str, str]] = []
+    for t in teachers:
+        name = quote_ident(edge_column(t))
+        per_teacher.append((name, f"max(mean_edge_decisive) FILTER (teacher = {_literal(t)})",
+                            f"a.{name}"))
+        if t not in controls:
+            name = quote_ident(hurts_column(t))
+            per_teacher.append((name, f"max(hurts) FILTER (teacher = {_literal(t)})",
+                                f"coalesce(a.{name}, 0) AS {name}"))
+    pivots = "".join(f",\n                       {expr} AS {name}"
+                     for name, expr, _ in per_teacher)
+    source = (
+        """
+                SELECT question_id, teacher, n_decisive, mean_edge_decisive, hurts
+                FROM summary_question_teacher WHERE signal = ?""" if summary
+        else _QUESTION_TEACHER_LIVE)
+    aggregate = f"""
+                SELECT question_id, max(n_decisive) AS n_decisive{pivots}
+                FROM ({source}
+                ) GROUP BY question_id"""
+    picked = "".join(f", {outer}" for _, _, outer in per_teacher)
     where_sql = f"WHERE {where}" if where.strip() else ""
     direction = "DESC" if descending else "ASC"
     return Query(
         f"""
         SELECT * FROM (
-            SELECT q.question_id, q.idx, q.family, q.status,
-                   q.n_correct / nullif(q.n_rollouts, 0) AS accuracy, q.n_rollouts, q.n_nodes,
-                   coalesce(a.hurts, 0) AS hurts{picked}, b.best_teacher
+            SELECT q.question_id, q.idx, q.n_correct / nullif(q.n_rollouts, 0) AS accuracy,
+                   a.n_decisive{picked}, b.best_teacher, q.family, q.status, q.n_rollouts,
+                   q.n_nodes, q.question
             FROM questions q
             LEFT JOIN ({aggregate}
             ) a ON a.question_id = q.question_id
@@ -370,9 +459,9 @@ def layers_query(question_id: str, rollout: int, teacher: str, signal: str) -> Q
     """Per probed node: the selected teacher/signal scores and the node's own values."""
     return Query(
         """
-        SELECT n.pos, s.cos, s.beyond, s.gain, s.label, s.label_beyond, s.null_reason,
-               n.v_hat + n.value_change AS s_sampled, n.value_change, nt.kl_pq,
-               nt.advantage, n.best_teacher
+        SELECT n.pos, s.edge, s.cos, s.beyond, s.gain, s.label_edge, s.label, s.label_beyond,
+               s.null_reason, n.v_hat + n.value_change AS s_sampled, n.value_change, n.stakes,
+               n.decisive, nt.kl_pq, nt.advantage, n.best_teacher
         FROM (SELECT * FROM nodes WHERE question_id = ? AND rollout = ?) n
         LEFT JOIN (SELECT * FROM scores WHERE question_id = ? AND rollout = ?
                    AND teacher = ? AND signal = ?) s USING (pos)
@@ -386,26 +475,36 @@ def layers_query(question_id: str, rollout: int, teacher: str, signal: str) -> Q
 
 @dataclass(frozen=True)
 class Layer:
-    """One way of colouring the rollout's tokens."""
+    """One way of colouring the rollout's tokens.
+
+    `scale` fixes the colour scale (the score's natural range: 2 for edge, 1 for cosines and
+    probabilities) so colours compare across rollouts; None scales to the rollout's values.
+    `label_column` gives the helps/hurts markers: the layer's own label for a score that has one,
+    else the headline edge label.
+    """
 
     id: str
     title: str
     column: str
     kind: str  # diverging | sequential | categorical
-    label_column: str | None = None
+    label_column: str = "label_edge"
+    scale: float | None = None
 
 
 LAYERS: tuple[Layer, ...] = (
-    Layer("align", "alignment cos(g,d)", "cos", "diverging", "label"),
-    Layer("beyond", "alignment beyond sharpening", "beyond", "diverging", "label_beyond"),
-    Layer("gain", "gain <g,d>", "gain", "diverging", "label"),
-    Layer("advantage", "teacher advantage", "advantage", "diverging", "label"),
-    Layer("s_sampled", "S of the sampled token", "s_sampled", "sequential", "label"),
-    Layer("value_change", "value change S_y - V", "value_change", "diverging", "label"),
-    Layer("entropy", "student entropy H(p)", "entropy", "sequential", "label"),
-    Layer("kl", "KL(p||q) to the teacher", "kl_pq", "sequential", "label"),
-    Layer("best", "best teacher per token", "best_teacher", "categorical", "label"),
+    Layer("edge", "edge = cos - cos_sharp", "edge", "diverging", "label_edge", 2.0),
+    Layer("align", "alignment cos(g,d)", "cos", "diverging", "label", 1.0),
+    Layer("beyond", "beyond sharpening (secondary)", "beyond", "diverging", "label_beyond", 1.0),
+    Layer("stakes", "stakes (S spread over C+)", "stakes", "sequential", scale=1.0),
+    Layer("gain", "gain <g,d>", "gain", "diverging"),
+    Layer("advantage", "teacher advantage", "advantage", "diverging"),
+    Layer("s_sampled", "S of the sampled token", "s_sampled", "sequential", scale=1.0),
+    Layer("value_change", "value change S_y - V", "value_change", "diverging"),
+    Layer("entropy", "student entropy H(p)", "entropy", "sequential"),
+    Layer("kl", "KL(p||q) to the teacher", "kl_pq", "sequential"),
+    Layer("best", "best teacher per token", "best_teacher", "categorical"),
 )
+"""The first layer is the default: edge, the headline score."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,8 +515,9 @@ def node_query(question_id: str, rollout: int, pos: int) -> Query:
     return Query(
         """
         SELECT t.pos, t.token_id, t.token_text, t.logp, t.entropy, t.probed, n.v_hat,
-               n.value_change, n.m_s, n.n_candidates, n.n_cont, n.null_reason, n.best_teacher,
-               n.best_prob
+               n.value_change, n.m_s, n.n_candidates, n.n_cont, n.n_plausible, n.stakes,
+               n.stakes_lo, n.stakes_hi, n.decisive, n.g_residual_share, n.null_reason,
+               n.best_teacher, n.best_prob, n.best_margin, n.best_reason
         FROM tokens t LEFT JOIN nodes n USING (question_id, rollout, pos)
         WHERE t.question_id = ? AND t.rollout = ? AND t.pos = ?""",
         (question_id, rollout, pos),
@@ -425,7 +525,8 @@ def node_query(question_id: str, rollout: int, pos: int) -> Query:
 
 
 def candidates_query(question_id: str, rollout: int, pos: int, teachers: list[str]) -> Query:
-    """Candidate table: token, p, each teacher's q, S with interval and N, ideal g."""
+    """Candidate table: token, C+ membership, p, each teacher's q, S with interval and s/N,
+    ideal g."""
     pivots = "".join(
         f",\n               max(ct.q) FILTER (ct.teacher = {_literal(t)}) "
         f"AS {quote_ident('q_' + t)}"
@@ -433,8 +534,9 @@ def candidates_query(question_id: str, rollout: int, pos: int, teachers: list[st
     )
     return Query(
         f"""
-        SELECT c.cand, c.token_text, c.is_sampled, c.sources, c.p, c.s, c.n, c.s_hat, c.s_lo,
-               c.s_hi, c.g, c.text_success, c.text_failure{pivots}
+        SELECT c.cand, c.token_text, c.is_sampled, c.plausible, c.sources, c.p, c.s, c.n,
+               c.n_unverifiable, c.deterministic, c.s_hat, c.s_lo, c.s_hi, c.g, c.text_success,
+               c.text_failure{pivots}
         FROM (SELECT * FROM candidates WHERE question_id = ? AND rollout = ? AND pos = ?) c
         LEFT JOIN (SELECT * FROM candidate_teacher WHERE question_id = ? AND rollout = ?
                    AND pos = ?) ct USING (cand)
@@ -444,11 +546,13 @@ def candidates_query(question_id: str, rollout: int, pos: int, teachers: list[st
 
 
 def node_scores_query(question_id: str, rollout: int, pos: int) -> Query:
-    """Every teacher x signal at the node, with advantage and proxies; controls last."""
+    """Every teacher x signal at the node: edge, cosines, beyond with its residual share, gain,
+    advantage and proxies; controls last."""
     return Query(
         """
-        SELECT s.teacher, te.is_control, s.signal, s.cos, s.cos_lo, s.cos_hi, s.label,
-               s.beyond, s.beyond_lo, s.beyond_hi, s.label_beyond, s.gain, s.gain_lo,
+        SELECT s.teacher, te.is_control, s.signal, s.edge, s.edge_lo, s.edge_hi, s.label_edge,
+               s.cos, s.cos_lo, s.cos_hi, s.label, s.cos_sharp, s.beyond, s.beyond_lo,
+               s.beyond_hi, s.label_beyond, s.d_residual_share, s.gain, s.gain_lo,
                s.gain_hi, s.null_reason, nt.advantage, nt.advantage_lo, nt.advantage_hi,
                nt.kl_pq, nt.teacher_entropy, nt.teachability, nt.sampled_rank
         FROM (SELECT * FROM scores WHERE question_id = ? AND rollout = ? AND pos = ?) s

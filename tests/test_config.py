@@ -42,6 +42,10 @@ BAD = [
     ('kind = "self"', 'kind = "peer"', "kind must be 'external' or 'self'"),
     ("[bootstrap]\ndraws = 50", "[bootstrap]\ndraws = 5", "draws must be >= 20"),
     ("seed = 0", "seed = 0\ndevice = 'tpu'", "device must be auto, cpu, cuda"),
+    ("[bootstrap]", "[scores]\ntau_stakes = 1.5\n\n[bootstrap]", "tau_stakes must be in [0, 1]"),
+    ("[bootstrap]", "[scores]\nmargin = 3\n\n[bootstrap]", "margin must be in [0, 2]"),
+    ("[bootstrap]", "[scores]\nleader_share = 0\n\n[bootstrap]",
+     "leader_share must be in (0, 1]"),
 ]
 
 
@@ -80,6 +84,9 @@ def test_good_config_parses_with_controls(world: Path) -> None:
     soft = cfg.all_teachers[-1]
     assert soft.is_control and soft.temperature == 2.0 and soft.model == cfg.teachers[0].model
     assert cfg.fingerprint() == parse_config(world).fingerprint()
+    rules = cfg.scores  # method.md revision 2 defaults
+    assert (rules.tau_stakes, rules.plausible, rules.epsilon, rules.margin,
+            rules.leader_share, rules.rho) == (0.1, 0.01, 0.05, 0.1, 0.9, 0.05)
 
 
 def test_validate_loads_nothing_heavy(world: Path) -> None:

@@ -12,6 +12,7 @@ from textual.widgets import Static, TextArea
 from opd_tui.console import ConsoleScreen
 from opd_tui.console.grid import ResultsGrid
 from opd_tui.sql.history import History
+from opd_tui.sql.presets import PRESETS
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ async def test_preset_menu_loads_editable_sql(db: Path, tmp_path: Path) -> None:
         await pilot.pause()
         await pilot.press("enter")
         await pilot.pause()
-        assert "token_scores" in app.sql_console.query_one("#editor", TextArea).text
+        assert app.sql_console.query_one("#editor", TextArea).text == PRESETS[0].sql
 
 
 async def test_history_persists_and_browses(db: Path, tmp_path: Path) -> None:

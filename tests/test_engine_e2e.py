@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -97,6 +98,44 @@ def test_scores_recomputed_from_stored_columns(signal_run: Path) -> None:
             assert math.isclose(beyond, num / den, rel_tol=1e-6, abs_tol=1e-7)
         checked += 1
     assert checked > 20
+
+
+def _doc_sql() -> dict[str, str]:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    return {name: sql for sql, name in re.findall(
+        r"```sql\n(-- recompute: (\w+)\n.*?)```", doc, flags=re.S)}
+
+
+def test_documented_edge_and_stakes_sql_reproduces_the_engine(signal_run: Path) -> None:
+    """docs/schema.md's recompute blocks, run verbatim on a real run, give the engine's own edge,
+    cos_sharp, residual shares, stakes, |C+| and decisive flags."""
+    con = duckdb.connect(str(signal_run), read_only=True)
+    sql = _doc_sql()
+    worst = con.execute(f"""
+        SELECT max(abs(r.edge - s.edge)), max(abs(r.cos_sharp - s.cos_sharp)),
+               count(*) FILTER (s.edge IS NOT NULL), count(*) FILTER (s.teacher <> 'x')
+        FROM ({sql['edge_from_scores']}) r JOIN scores s
+        USING (question_id, rollout, pos, teacher, signal)""").fetchone()
+    assert worst[2] > 20 and worst[0] < 1e-9 and worst[1] < 1e-9, worst
+    worst = con.execute(f"""
+        SELECT max(abs(r.g_residual_share - n.g_residual_share)),
+               max(abs(r.d_residual_share - s.d_residual_share)), count(*)
+        FROM ({sql['scores_from_norms']}) r JOIN scores s
+        USING (question_id, rollout, pos, teacher, signal) JOIN nodes n
+        USING (question_id, rollout, pos)""").fetchone()
+    assert worst[2] > 20 and worst[0] < 1e-6 and worst[1] < 1e-6, worst
+    rows = con.execute(f"""
+        SELECT r.stakes, n.stakes, r.n_plausible, n.n_plausible, r.decisive, n.decisive
+        FROM ({sql['stakes_from_candidates']}) r JOIN nodes n
+        USING (question_id, rollout, pos) WHERE n.null_reason IS DISTINCT FROM 'unverifiable'
+        """).fetchall()
+    assert len(rows) > 10
+    assert all(abs(a - b) < 1e-12 and k == j and d == e for a, b, k, j, d, e in rows)
+    assert any(d for *_, d in rows), "the signal run should have decisive nodes"
+    # the sharpened control's edge is 0 at every node, under every signal
+    ctrl = con.execute("""SELECT count(*), max(abs(edge)) FROM scores
+                          WHERE teacher = 'ctrl_sharpened' AND edge IS NOT NULL""").fetchone()
+    assert ctrl[0] > 0 and ctrl[1] == 0
 
 
 def test_teacher_positions_are_aligned(tmp_path: Path) -> None:
@@ -266,3 +305,25 @@ def test_verifier_crash_marks_unverifiable(tmp_path: Path) -> None:
     db = run_ok(cfg)
     verdicts = {v for (v,) in table(db, "SELECT verdict FROM rollouts")}
     assert verdicts == {"unverifiable"}
+
+
+def test_edge_reference_without_the_sharpened_control(tmp_path: Path) -> None:
+    """With ctrl_sharpened switched off the edge still has its reference: the student at the
+    sharpened temperature, computed from its own logits (reverse KL: cos(g, h) exactly)."""
+    cfg = make_world(tmp_path, questions=1, max_new=6, rollouts=2, n=6)
+    text = cfg.read_text().replace('kind = "numeric"',
+                                   'kind = "callable"\ncallable = "tiny_verifiers:has_seven"')
+    cfg.write_text(text + "\n[controls]\nsharpened = false\n")
+    con = duckdb.connect(str(run_ok(cfg)), read_only=True)
+    assert con.execute("SELECT count(*) FROM teachers WHERE teacher = 'ctrl_sharpened'"
+                       ).fetchone()[0] == 0
+    worst, n, refs = con.execute("""
+        SELECT max(abs(s.cos_sharp - n.gh / sqrt(n.g_norm2 * n.h_norm2))), count(*),
+               count(DISTINCT s.signal) FILTER (s.cos_sharp IS NOT NULL)
+        FROM scores s JOIN nodes n USING (question_id, rollout, pos)
+        WHERE s.edge IS NOT NULL AND s.signal = 'rkl'""").fetchone()
+    assert n > 0 and worst < 1e-9
+    assert refs == 1
+    other = con.execute("""SELECT count(*) FROM scores WHERE signal <> 'rkl'
+                           AND cos IS NOT NULL AND cos_sharp IS NULL""").fetchone()[0]
+    assert other == 0  # every signal has its reference

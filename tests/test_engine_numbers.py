@@ -172,13 +172,17 @@ def test_rank_signal_is_recorded_and_used_when_rkl_is_off(tmp_path: Path) -> Non
     assert schema.read_meta(con)["rank_signal"] == "fkl"
     assert con.execute("SELECT count(*) FROM summary_best").fetchone()[0] > 0
     assert con.execute("SELECT count(*) FROM summary_position").fetchone()[0] > 0
-    # the best teacher per node is the fkl leader (point score, non-control)
-    rows = con.execute("""SELECT n.best_teacher, arg_max(s.beyond, s.beyond)
+    # the best teacher per node is the fkl edge leader (point score, non-control) wherever
+    # there is a confident one; every node with signal says why it has none otherwise
+    rows = con.execute("""SELECT n.best_teacher, n.best_reason, arg_max(s.teacher, s.edge)
                           FROM nodes n JOIN scores s USING (question_id, rollout, pos)
                           JOIN teachers t USING (teacher)
-                          WHERE s.signal = 'fkl' AND NOT t.is_control AND s.beyond IS NOT NULL
-                          GROUP BY n.question_id, n.rollout, n.pos, n.best_teacher""").fetchall()
-    assert rows and all(best is not None for best, _ in rows)
+                          WHERE s.signal = 'fkl' AND NOT t.is_control AND s.edge IS NOT NULL
+                          GROUP BY n.question_id, n.rollout, n.pos, n.best_teacher,
+                                   n.best_reason""").fetchall()
+    assert rows
+    assert all(best == leader for best, _, leader in rows if best is not None)
+    assert all(reason in ("not_decisive", "tie") for best, reason, _ in rows if best is None)
 
 
 def test_plausibility_filter_reads_sources_as_a_list(tmp_path: Path) -> None:

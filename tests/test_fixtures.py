@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from run_invariants import violations
 
 from engine import schema
 from engine.fixtures import EOS, REST, direction, write_fixture_db
@@ -93,26 +94,57 @@ def test_controls_are_included_and_marked(db: duckdb.DuckDBPyConnection) -> None
 
 
 def test_labels_follow_intervals_and_nulls_have_reasons(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT cos, cos_lo, cos_hi, label, beyond, beyond_lo, beyond_hi,
-                         label_beyond, null_reason, teacher, signal FROM scores""").fetchall()
-    reasons = {}
-    for cos, lo, hi, label, beyond, b_lo, b_hi, b_label, reason, teacher, signal in rows:
-        for x, x_lo, x_hi, lab in ((cos, lo, hi, label), (beyond, b_lo, b_hi, b_label)):
+    """Labels by revision 2's rule, recomputed here: a decisive node and an interval beyond
+    +-epsilon; a NULL score has a reason and no label."""
+    eps, tau = 0.05, 0.1  # the defaults the fixture records in meta score_rules
+    rows = db.execute("""SELECT cos, cos_lo, cos_hi, label, edge, edge_lo, edge_hi, label_edge,
+                         beyond, beyond_lo, beyond_hi, label_beyond, s.null_reason, teacher,
+                         signal, n.stakes FROM scores s JOIN nodes n
+                         USING (question_id, rollout, pos)""").fetchall()
+    reasons: dict[str, set] = {}
+    for row in rows:
+        *triples, reason, teacher, signal, stakes = row
+        for i, bound in ((0, 1), (4, 2), (8, 1)):
+            x, x_lo, x_hi, lab = triples[i:i + 4]
             if x is None:
                 assert lab is None and reason is not None
                 continue
-            assert -1 <= x_lo <= x <= x_hi <= 1
-            assert lab == ("helps" if x_lo > 0 else "hurts" if x_hi < 0 else "neutral")
+            assert -bound <= x_lo <= x <= x_hi <= bound
+            decisive = stakes >= tau
+            want = "helps" if decisive and x_lo > eps else \
+                "hurts" if decisive and x_hi < -eps else "neutral"
+            assert lab == want
         if reason is not None:
             reasons.setdefault(reason, set()).add((teacher, signal))
-    assert "no_signal" in reasons
+    assert "no_signal" in reasons and "sharpening_dominated" in reasons
     assert reasons["pure_sharpening"] == {("ctrl_sharpened", "rkl")}
-    labels = {r[3] for r in rows}
+    labels = {r[7] for r in rows}
     assert {"helps", "hurts", "neutral", None} <= labels
     n_null = db.execute("""SELECT count(*) FROM scores s JOIN nodes n
         USING (question_id, rollout, pos) WHERE s.cos IS NULL
         AND (n.null_reason IS DISTINCT FROM 'no_signal' OR n.g_norm2 > 0)""").fetchone()[0]
     assert n_null == 0
+
+
+def test_fixture_obeys_the_run_invariants(db: duckdb.DuckDBPyConnection) -> None:
+    """The same invariants as an engine run (tests/run_invariants.py), and revision 2's shape:
+    non-decisive nodes with signal exist, the sharpened control has edge 0 everywhere."""
+    assert violations(db) == {}
+    quiet, decisive, ties, best = db.execute("""SELECT
+        count(*) FILTER (NOT decisive AND null_reason IS NULL),
+        count(*) FILTER (decisive), count(*) FILTER (best_reason = 'tie'),
+        count(best_teacher) FROM nodes""").fetchone()
+    assert min(quiet, decisive, ties, best) > 0
+    worst = db.execute("""SELECT max(abs(edge)), max(abs(edge_lo)) + max(abs(edge_hi)),
+                                 count(label_edge) FILTER (label_edge <> 'neutral')
+                          FROM scores WHERE teacher = 'ctrl_sharpened'""").fetchone()
+    assert worst == (0.0, 0.0, 0)
+    # cos_sharp is the sharpened control's cosine under the same signal
+    gap = db.execute("""SELECT max(abs(s.cos_sharp - c.cos)) FROM scores s JOIN scores c
+        ON (s.question_id, s.rollout, s.pos, s.signal) = (c.question_id, c.rollout, c.pos,
+                                                          c.signal)
+        WHERE c.teacher = 'ctrl_sharpened'""").fetchone()[0]
+    assert gap == 0.0
 
 
 def test_node_values_follow_candidates(db: duckdb.DuckDBPyConnection) -> None:

@@ -16,9 +16,12 @@ from transformers.generation.logits_process import (
 )
 
 from engine.maths import (
+    BEST_REASONS,
     NULL_REASONS,
+    RHO,
     alignment,
     best_teacher,
+    bounds,
     crossfit_halves,
     direction,
     direction_stats,
@@ -28,11 +31,15 @@ from engine.maths import (
     interval,
     jeffreys_draws,
     label,
+    plausible_set,
     proxies,
     reason_names,
     sampling_logprobs,
+    sharpened_cos,
     sharpening_direction,
     sharpening_stats,
+    stakes,
+    stakes_interval,
     teacher_advantage,
 )
 
@@ -395,12 +402,11 @@ def test_alignment_null_reasons() -> None:
     }
 
 
-def _scores(logp, logq, signal, g, cand, mask):
+def _scores(logp, logq, signal, g, cand, mask, cos_sharp=None, rho=RHO):
     h, h_cand, h_norm2 = sharpening_stats(logp, cand)
     st = direction_stats(signal, logp, logq, cand, h=h)
-    return alignment(
-        g, _np(st.d_cand), _np(st.d_norm2), _np(st.hd), _np(h_cand), _np(h_norm2), mask
-    )
+    return alignment(g, _np(st.d_cand), _np(st.d_norm2), _np(st.hd), _np(h_cand), _np(h_norm2),
+                     mask, cos_sharp, rho)
 
 
 @pytest.fixture
@@ -420,31 +426,41 @@ def favourite_right():
 
 def test_sharpened_student_is_pure_sharpening_under_rkl(favourite_right) -> None:
     """log q = (1 + eps) log p + c (q = softmax(z / T) is this with eps = 1/T - 1) gives
-    d_rKL = eps h exactly: beyond is NULL (pure_sharpening) while the plain cosine is large."""
+    d_rKL = eps h exactly: beyond is NULL (pure_sharpening) while the plain cosine is large, and
+    the edge over the sharpened student (cos(g, d_sharp) = cos(g, h) for T < 1) is 0."""
     z, logp, g, cand, mask, gen = favourite_right
+    _, h_cand, h_norm2 = sharpening_stats(logp, cand)
+    ref = sharpened_cos(g, _np(h_cand), _np(h_norm2), mask)
     for temperature in (0.5, 0.9, 2.0):
-        out = _scores(logp, torch.log_softmax(z / temperature, -1), "rkl", g, cand, mask)
+        out = _scores(logp, torch.log_softmax(z / temperature, -1), "rkl", g, cand, mask, ref)
         assert (reason_names(out["reason"]) == "pure_sharpening").all()
         sign = 1 if temperature < 1 else -1
         assert sign * np.mean(out["cos"]) > 0.5  # plain cosine rewards mere sharpening
+        assert np.allclose(out["cos"], sign * ref, atol=1e-12)
+        if temperature < 1:
+            assert np.abs(out["edge"]).max() < 1e-12  # no edge over the sharpened student
     noise = 0.05 * torch.randn(z.shape, generator=gen, dtype=torch.float64)
-    out = _scores(logp, torch.log_softmax(1.5 * logp + noise, -1), "rkl", g, cand, mask)
-    # a slightly noisy sharpened student: beyond is defined but averages ~0, cos stays high
-    assert (out["reason"] == 0).all()
-    assert abs(np.mean(out["beyond"])) < 0.05 < 0.5 < np.mean(out["cos"])
+    out = _scores(logp, torch.log_softmax(1.5 * logp + noise, -1), "rkl", g, cand, mask, ref)
+    # a slightly noisy sharpened student: |Pd|^2 is a sliver of |d|^2, so beyond is guarded
+    # (sharpening_dominated) instead of amplifying the noise; its edge stays near 0
+    assert (reason_names(out["reason"]) == "sharpening_dominated").mean() > 0.9
+    assert np.isnan(out["beyond"][out["reason"] == 7]).all()
+    assert (out["d_share"] < RHO).mean() > 0.9
+    assert abs(np.mean(out["edge"])) < 0.05 < 0.5 < np.mean(out["cos"])
 
 
 def test_rkl_beyond_ignores_teacher_temperature_fkl_does_not(favourite_right) -> None:
     """Adding any multiple of log p to log q moves d_rKL only along h; under forward KL a
-    sharpened student keeps a large beyond score (the split is exact only for reverse KL)."""
+    sharpened student keeps part of its norm after the projection (the split is exact only for
+    reverse KL)."""
     z, logp, g, cand, mask, _ = favourite_right
     knows = F.one_hot(torch.from_numpy(np.argmax(g, -1)), z.shape[-1]).double()
-    plain = _scores(logp, torch.log_softmax(z + knows, -1), "rkl", g, cand, mask)
-    sharp = _scores(logp, torch.log_softmax(2 * z + knows, -1), "rkl", g, cand, mask)
+    plain = _scores(logp, torch.log_softmax(z + knows, -1), "rkl", g, cand, mask, rho=0.0)
+    sharp = _scores(logp, torch.log_softmax(2 * z + knows, -1), "rkl", g, cand, mask, rho=0.0)
     assert np.allclose(plain["beyond"], sharp["beyond"], atol=1e-9)
     assert not np.allclose(plain["cos"], sharp["cos"], atol=1e-3)
     assert np.mean(plain["beyond"]) > 0.5
-    fkl = _scores(logp, torch.log_softmax(2 * z, -1), "fkl", g, cand, mask)
+    fkl = _scores(logp, torch.log_softmax(2 * z, -1), "fkl", g, cand, mask, rho=0.0)
     assert (fkl["reason"] == 0).all() and np.mean(fkl["beyond"]) > 0.5
 
 
@@ -463,32 +479,62 @@ def test_fkl_sharpening_residual_is_second_order() -> None:
 
 
 def test_best_teacher_matches_brute_force() -> None:
+    """Leader, margin share, reasons and point margin against a loop over nodes and draws."""
     rng = np.random.default_rng(6)
-    nodes, teachers, draws = 7, 4, 50
+    nodes, teachers, draws, margin, share = 40, 4, 50, 0.1, 0.9
     point = rng.normal(size=(nodes, teachers))
     point[2, 1] = np.nan
     point[5, :] = np.nan  # nobody eligible
-    draws_x = point + rng.normal(scale=0.5, size=(draws, nodes, teachers))
-    draws_x[rng.uniform(size=draws_x.shape) < 0.1] = np.nan
+    point[7, 1:] = np.nan  # one eligible teacher: it leads alone
+    draws_x = point + rng.normal(scale=rng.choice([0.01, 0.5], size=(nodes, 1)),
+                                 size=(draws, nodes, teachers))
+    draws_x[rng.uniform(size=draws_x.shape) < 0.05] = np.nan
     eligible = np.array([True, True, True, False])  # teacher 3 is a control
     point[0, 3] = 10.0  # a winning control must be ignored
-    leader, prob = best_teacher(point, draws_x, eligible)
+    decisive = rng.uniform(size=nodes) < 0.8
+    decisive[7] = True
+    out = best_teacher(point, draws_x, eligible, decisive, margin, share)
     for i in range(nodes):
         ok = [t for t in range(teachers) if eligible[t] and not np.isnan(point[i, t])]
         if not ok:
-            assert leader[i] == -1 and np.isnan(prob[i])
+            assert out["index"][i] == -1 and np.isnan(out["prob"][i])
+            assert BEST_REASONS[out["reason"][i]] == "no_teacher"
             continue
         best = max(ok, key=lambda t: (point[i, t], -t))
         ahead = 0
         for b in range(draws):
             mine = draws_x[b, i, best]
-            if np.isnan(mine):
-                continue
-            if all(np.isnan(draws_x[b, i, t]) or draws_x[b, i, t] <= mine for t in ok if t != best):
+            rivals = [draws_x[b, i, t] for t in ok if t != best and not np.isnan(draws_x[b, i, t])]
+            if not np.isnan(mine) and all(mine - r >= margin for r in rivals):
                 ahead += 1
-        assert leader[i] == best
-        assert prob[i] == pytest.approx(ahead / draws)
-    assert leader[0] != 3
+        assert out["leader"][i] == best
+        assert out["prob"][i] == pytest.approx(ahead / draws)
+        confident = decisive[i] and ahead / draws >= share
+        assert out["index"][i] == (best if confident else -1)
+        want = None if confident else ("not_decisive" if not decisive[i] else "tie")
+        assert BEST_REASONS[out["reason"][i]] == want
+        runners = [point[i, t] for t in ok if t != best]
+        if runners:
+            assert out["point_margin"][i] == pytest.approx(point[i, best] - max(runners))
+        else:
+            assert np.isnan(out["point_margin"][i])
+    assert out["leader"][0] != 3
+    assert out["index"][7] == 0  # alone, no rival in any draw
+    assert {BEST_REASONS[r] for r in out["reason"]} >= {None, "tie", "not_decisive"}
+
+
+def test_tie_within_margin_has_no_best_teacher() -> None:
+    """The revision-1 artefact: 0.99994 vs 0.99993 with tight draws is a tie, not 'p 0.99'."""
+    point = np.array([[0.99994, 0.99993, 0.2]])
+    draws_x = point + np.random.default_rng(0).normal(scale=1e-6, size=(200, 1, 3))
+    out = best_teacher(point, draws_x, np.ones(3, bool), np.array([True]), 0.1, 0.9)
+    assert out["index"][0] == -1 and BEST_REASONS[out["reason"][0]] == "tie"
+    assert out["leader"][0] == 0 and out["prob"][0] == 0.0
+    # the same lead beyond the margin is confident
+    point2 = np.array([[0.9, 0.5, 0.2]])
+    draws2 = point2 + np.random.default_rng(0).normal(scale=0.01, size=(200, 1, 3))
+    out2 = best_teacher(point2, draws2, np.ones(3, bool), np.array([True]), 0.1, 0.9)
+    assert out2["index"][0] == 0 and out2["prob"][0] == 1.0
 
 
 def test_interval_and_label_logic() -> None:
@@ -497,11 +543,17 @@ def test_interval_and_label_logic() -> None:
     assert lo[0] == 1 and hi[0] == 3 and np.isnan(lo[1]) and lo[2] == hi[2] == 5
     lo, hi = interval(np.arange(101.0)[:, None])
     assert lo[0] == pytest.approx(5) and hi[0] == pytest.approx(95)
-    labels = label(
-        np.array([0.1, -0.5, -0.1, np.nan, -0.5]),
-        np.array([0.5, -0.1, 0.1, np.nan, np.nan]),
-    )
-    assert labels.tolist() == ["helps", "hurts", "neutral", None, None]
+    assert bounds(0.9) == pytest.approx((0.05, 0.95))
+    with pytest.raises(ValueError, match="level"):
+        bounds(1.0)
+    lo = np.array([0.1, -0.5, -0.1, np.nan, -0.5, 0.04, 0.1, -0.5])
+    hi = np.array([0.5, -0.1, 0.1, np.nan, np.nan, 0.5, 0.5, -0.1])
+    decisive = np.array([True, True, True, True, True, True, False, False])
+    labels = label(lo, hi, decisive, 0.05)
+    # above +eps helps, below -eps hurts, straddling or within eps neutral, NaN no label, and
+    # a node where nothing is at stake is neutral whatever its interval
+    assert labels.tolist() == ["helps", "hurts", "neutral", None, None, "neutral", "neutral",
+                               "neutral"]
 
 
 def test_crossfit_halves_match_separate_computation() -> None:
@@ -521,15 +573,19 @@ def test_crossfit_halves_match_separate_computation() -> None:
     h = rng.normal(size=(nodes, k))
     h2 = (h * h).sum(-1) + 0.5
     hd = rng.normal(size=(teachers, nodes)) * 0.1
+    ref = 0.7 * h
+    ref2 = 0.49 * h2
     halves = half_estimates(s, n, s_half, n_half, mask)
-    out = crossfit_halves(p, mask, halves, q, d, d2, hd, h, h2)
+    out = crossfit_halves(p, mask, halves, q, d, d2, hd, h, h2, ref, ref2)
     for key, s_hat in (("a", s_half / 8), ("b", (s - s_half) / 8)):
         v, g = ideal_direction(p, s_hat, mask)
         for t in range(teachers):
             adv = teacher_advantage(q[t], s_hat, v, mask)
-            beyond = alignment(g, d[t], d2[t], hd[t], h, h2, mask)["beyond"]
+            cos = alignment(g, d[t], d2[t], hd[t], h, h2, mask)["cos"]
+            g0 = np.where(mask, g, 0)
+            cos_h = (g0 * h).sum(-1) / np.sqrt((g0 * g0).sum(-1) * h2)  # d_sharp along +h
             assert np.allclose(out[f"advantage_{key}"][t], adv)
-            assert np.allclose(out[f"beyond_{key}"][t], beyond, equal_nan=True)
+            assert np.allclose(out[f"edge_{key}"][t], cos - cos_h, equal_nan=True)
     assert np.isfinite(out["advantage_a"]).all() and np.isfinite(out["advantage_b"]).all()
 
 
@@ -624,3 +680,38 @@ def test_interval_matches_nanquantile_with_nan_columns() -> None:
         ref = np.nanquantile(x, [0.05, 0.95], axis=0)
     assert np.allclose(lo, ref[0], equal_nan=True) and np.allclose(hi, ref[1], equal_nan=True)
     assert np.isnan(lo[0, 0, 0]) and lo[1, 1, 1] == hi[1, 1, 1]
+
+
+def test_plausible_stakes_and_stakes_interval_brute_force() -> None:
+    """C+, stakes and its interval against loops over candidates and ordered pairs."""
+    rng = np.random.default_rng(11)
+    m, k, t = 30, 5, 2
+    mask = rng.uniform(size=(m, k)) < 0.8
+    mask[:, 0] = True
+    p = np.where(mask, rng.dirichlet(np.ones(k) * 0.3, m), 0)
+    q = np.where(mask, rng.dirichlet(np.ones(k) * 0.3, (t, m)), 0)
+    sampled = np.zeros((m, k), bool)
+    sampled[:, 0] = True
+    s_hat = np.where(mask, rng.uniform(size=(m, k)), 0)
+    s_hat[3, 1] = np.nan  # unverifiable candidate
+    lo = np.clip(s_hat - rng.uniform(0, 0.2, (m, k)), 0, 1)
+    hi = np.clip(s_hat + rng.uniform(0, 0.2, (m, k)), 0, 1)
+    plus = plausible_set(p, q, sampled, mask, 0.05)
+    st = stakes(s_hat, plus)
+    st_lo, st_hi = stakes_interval(lo, hi, plus)
+    for i in range(m):
+        c = [a for a in range(k) if mask[i, a]
+             and (p[i, a] >= 0.05 or (q[:, i, a] >= 0.05).any() or a == 0)]
+        assert plus[i].tolist() == [a in c for a in range(k)]
+        vals = [s_hat[i, a] for a in c]
+        if any(np.isnan(vals)) and len(c) > 1:
+            assert np.isnan(st[i]) and np.isnan(st_lo[i])
+            continue
+        assert st[i] == pytest.approx(max(vals) - min(vals))
+        pairs = [(a, b) for a in c for b in c if a != b]
+        want_lo = max([0.0] + [lo[i, a] - hi[i, b] for a, b in pairs]) if pairs else 0.0
+        want_hi = max([hi[i, a] - lo[i, b] for a, b in pairs]) if pairs else 0.0
+        assert st_lo[i] == pytest.approx(want_lo) and st_hi[i] == pytest.approx(want_hi)
+        assert st_lo[i] <= st[i] <= st_hi[i]  # per-candidate intervals contain S_hat here
+    assert plausible_set(p, q[:0], sampled, mask, 0.05).tolist() == \
+        (mask & ((p >= 0.05) | sampled)).tolist()  # no non-control teacher

@@ -174,7 +174,7 @@ def test_documented_sql_recomputes_scores_from_full_vocabulary_components() -> N
     con, expected = _consistent_db(np.random.default_rng(7))
     sql = _recompute_sql()
     assert set(sql) == {"g_from_candidates", "scores_from_candidates", "scores_from_norms",
-                        "advantage_from_candidates"}
+                        "edge_from_scores", "stakes_from_candidates", "advantage_from_candidates"}
     stored_g = dict(((r[0], r[1]), r[2]) for r in con.execute(
         "SELECT pos, cand, g FROM candidates").fetchall())
     v_hat = dict(con.execute("SELECT pos, v_hat FROM nodes").fetchall())
@@ -191,7 +191,7 @@ def test_documented_sql_recomputes_scores_from_full_vocabulary_components() -> N
         assert (g_norm2, gh) == pytest.approx(node[pos], rel=1e-9)
     rows = con.execute(sql["scores_from_norms"]).fetchall()
     assert len(rows) == 3 * 2 * 4
-    for _, _, pos, teacher, sig, cos, beyond in rows:
+    for _, _, pos, teacher, sig, cos, beyond, _, _ in rows:
         assert cos == pytest.approx(expected[(pos, teacher, sig)]["cos"], abs=1e-6)
         assert beyond == pytest.approx(expected[(pos, teacher, sig)]["beyond"], abs=1e-6)
     for _, _, pos, teacher, advantage, _ in con.execute(

@@ -1,7 +1,9 @@
-"""Every preset runs on a fixture run; two are recomputed independently in Python."""
+"""Every preset runs on a v3 fixture run; the token rankings are recomputed independently in
+Python, and none ranks by a cosine (effect size is the gain or the teacher advantage)."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,12 +28,23 @@ def sandbox(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory):
     sb.close()
 
 
+@pytest.fixture(scope="module")
+def raw(fixture_db: Path):
+    con = duckdb.connect(str(fixture_db), read_only=True)
+    yield con
+    con.close()
+
+
 def _rows(sandbox, sql: str) -> list[dict]:
     stream = start_query(sandbox, sql, row_limit=10**6)
     out: list[dict] = []
     while (batch := stream.next_batch()) is not None:
         out.extend(batch.to_pylist())
     return out
+
+
+def _sql(pid: str) -> str:
+    return next(p.sql for p in PRESETS if p.id == pid)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.id for p in PRESETS])
@@ -41,53 +54,95 @@ def test_every_preset_runs_and_returns_rows(sandbox, preset) -> None:
 
 
 def test_token_presets_carry_the_jump_key(sandbox) -> None:
-    for pid in ("most_hurt", "sign_disagreement"):
-        sql = next(p.sql for p in PRESETS if p.id == pid)
-        assert {"question_id", "rollout", "pos"} <= set(_rows(sandbox, sql)[0])
+    for pid in ("most_hurt", "most_hurt_advantage", "hurts_while_helps"):
+        assert {"question_id", "rollout", "pos"} <= set(_rows(sandbox, _sql(pid))[0])
 
 
-def test_most_hurt_matches_brute_force(sandbox, fixture_db: Path) -> None:
-    con = duckdb.connect(str(fixture_db), read_only=True)
-    raw = con.execute(
-        "SELECT s.teacher, s.question_id, s.rollout, s.pos, s.cos FROM scores s "
-        "JOIN teachers t USING (teacher) WHERE s.signal = 'rkl' AND NOT t.is_control "
-        "AND s.label = 'hurts'"
-    ).fetchall()
-    con.close()
+def test_no_preset_ranks_by_a_cosine() -> None:
+    """Every ORDER BY (final, window, QUALIFY) orders by something other than cos / cos_c /
+    beyond: a cosine's magnitude says nothing about how much success moves."""
+    for preset in PRESETS:
+        for clause in re.findall(r"ORDER BY ([^)\n]*)", preset.sql, flags=re.IGNORECASE):
+            assert not re.search(r"(?<![\w])(?:\w+\.)?(?:cos|cos_c|beyond)\b", clause), \
+                (preset.id, clause)
+
+
+def _decisive_teacher_rows(raw: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    """(teacher, question_id, rollout, pos, value) at decisive nodes for non-control teachers,
+    joined by hand in Python (no shared SQL with the presets)."""
+    decisive = {(q, r, p) for q, r, p in raw.execute(
+        "SELECT question_id, rollout, pos FROM nodes WHERE decisive").fetchall()}
+    controls = {t for (t,) in raw.execute(
+        "SELECT teacher FROM teachers WHERE is_control").fetchall()}
+    return [(t, q, r, p, v) for t, q, r, p, v in raw.execute(sql).fetchall()
+            if (q, r, p) in decisive and t not in controls]
+
+
+def _top20(rows: list[tuple]) -> list[tuple]:
     per_teacher: dict[str, list[tuple]] = defaultdict(list)
-    for teacher, q, r, pos, cos in raw:
-        per_teacher[teacher].append((cos, q, r, pos))
-    expected = [
-        (teacher, q, r, pos)
-        for teacher in sorted(per_teacher)
-        for cos, q, r, pos in sorted(per_teacher[teacher])[:20]
-    ]
+    for teacher, q, r, pos, value in rows:
+        if value is not None and value < 0:
+            per_teacher[teacher].append((value, q, r, pos))
+    return [(teacher, q, r, pos) for teacher in sorted(per_teacher)
+            for _value, q, r, pos in sorted(per_teacher[teacher])[:20]]
+
+
+def test_most_hurt_ranks_decisive_tokens_by_gain(sandbox, raw) -> None:
+    rows = _decisive_teacher_rows(raw, "SELECT teacher, question_id, rollout, pos, gain "
+                                       "FROM scores WHERE signal = 'rkl'")
+    expected = _top20(rows)
     got = [(r["teacher"], r["question_id"], r["rollout"], r["pos"])
-           for r in _rows(sandbox, next(p.sql for p in PRESETS if p.id == "most_hurt"))]
-    assert got == expected
+           for r in _rows(sandbox, _sql("most_hurt"))]
+    assert got == expected and got
+    # the ranking is not the cosine's: ordering the same tokens by cos changes it
+    cos = {(t, q, r, p): c for t, q, r, p, c in raw.execute(
+        "SELECT teacher, question_id, rollout, pos, cos FROM scores WHERE signal = 'rkl'"
+    ).fetchall()}
+    by_cos = sorted(got, key=lambda k: (k[0], cos[k] if cos[k] is not None else 9, *k[1:]))
+    assert by_cos != got
 
 
-def test_switching_matches_a_python_loop(sandbox, fixture_db: Path) -> None:
-    con = duckdb.connect(str(fixture_db), read_only=True)
-    nodes = con.execute(
-        "SELECT question_id, rollout, pos, best_teacher, best_prob FROM nodes "
+def test_most_hurt_by_advantage_matches_brute_force(sandbox, raw) -> None:
+    rows = _decisive_teacher_rows(raw, "SELECT teacher, question_id, rollout, pos, advantage "
+                                       "FROM node_teacher")
+    got = [(r["teacher"], r["question_id"], r["rollout"], r["pos"])
+           for r in _rows(sandbox, _sql("most_hurt_advantage"))]
+    assert got == _top20(rows) and got
+
+
+def test_hurts_while_helps_uses_edge_labels_at_decisive_nodes(sandbox, raw) -> None:
+    rows = _decisive_teacher_rows(raw, "SELECT teacher, question_id, rollout, pos, label_edge "
+                                       "FROM scores WHERE signal = 'rkl'")
+    labels: dict[tuple, set[str]] = defaultdict(set)
+    for _t, q, r, pos, label in rows:
+        labels[(q, r, pos)].add(label)
+    expected = {k for k, v in labels.items() if {"helps", "hurts"} <= v}
+    got = _rows(sandbox, _sql("hurts_while_helps"))
+    assert {(r["question_id"], r["rollout"], r["pos"]) for r in got} == expected
+    gaps = [r["advantage_gap"] for r in got]
+    assert gaps == sorted(gaps, reverse=True)
+
+
+def test_switching_matches_a_python_loop(sandbox, raw) -> None:
+    nodes = raw.execute(
+        "SELECT question_id, rollout, pos, decisive, best_teacher FROM nodes "
         "ORDER BY question_id, rollout, pos"
     ).fetchall()
-    con.close()
-    # a pair is two consecutive probed nodes that both have a confident leader
+    # a pair is two consecutive decisive nodes of a rollout that both have a best teacher
     switches: dict[tuple, int] = defaultdict(int)
     pairs: dict[tuple, int] = defaultdict(int)
-    prev: dict[tuple, tuple] = {}
-    for q, r, _pos, teacher, prob in nodes:
+    prev: dict[tuple, str | None] = {}
+    for q, r, _pos, decisive, teacher in nodes:
+        if not decisive:
+            continue
         key = (q, r)
-        if key in prev:
-            p_teacher, p_prob = prev[key]
-            if prob is not None and p_prob is not None and prob >= 0.9 and p_prob >= 0.9:
-                pairs[key] += 1
-                switches[key] += teacher != p_teacher
-        prev[key] = (teacher, prob)
-    sql = next(p.sql for p in PRESETS if p.id == "best_teacher_switching")
-    for row in _rows(sandbox, sql):
+        if key in prev and teacher is not None and prev[key] is not None:
+            pairs[key] += 1
+            switches[key] += teacher != prev[key]
+        prev[key] = teacher
+    got = _rows(sandbox, _sql("best_teacher_switching"))
+    assert {(r["question_id"], r["rollout"]) for r in got} == set(prev)
+    for row in got:
         key = (row["question_id"], row["rollout"])
         assert (row["switches"], row["pairs"]) == (switches[key], pairs[key])
         rate = switches[key] / pairs[key] if pairs[key] else None

@@ -30,30 +30,37 @@ def db(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _summary(db: duckdb.DuckDBPyConnection, teacher: str, signal: str, corr: str,
-             metric: str) -> dict:
+             metric: str, nodes: str = "all") -> dict:
     cols = schema.SUMMARY_TABLES[0].column_names
     row = db.execute("SELECT * FROM summary_alignment WHERE teacher = ? AND signal = ? AND "
-                     "correctness = ? AND metric = ?", [teacher, signal, corr, metric]).fetchone()
+                     "correctness = ? AND metric = ? AND nodes = ?",
+                     [teacher, signal, corr, metric, nodes]).fetchone()
     return dict(zip(cols, row, strict=True))
 
 
+@pytest.mark.parametrize("nodes", ["all", "decisive"])
 @pytest.mark.parametrize("corr", ["correct", "incorrect", "all"])
-def test_alignment_means_match_a_plain_loop(db: duckdb.DuckDBPyConnection, corr: str) -> None:
-    rows = db.execute("""SELECT s.cos, s.beyond, s.gain, s.label, r.correct FROM scores s
-        JOIN rollouts r USING (question_id, rollout)
+def test_alignment_means_match_a_plain_loop(db: duckdb.DuckDBPyConnection, corr: str,
+                                            nodes: str) -> None:
+    rows = db.execute("""SELECT s.cos, s.edge, s.beyond, s.gain, s.label, s.label_edge,
+                                r.correct, n.decisive FROM scores s
+        JOIN rollouts r USING (question_id, rollout) JOIN nodes n USING (question_id, rollout, pos)
         WHERE s.teacher = 'strong' AND s.signal = 'rkl'""").fetchall()
-    keep = [r for r in rows if corr == "all" or r[4] is (corr == "correct")]
-    for metric, i in (("cos", 0), ("beyond", 1), ("gain", 2)):
+    keep = [r for r in rows if (corr == "all" or r[6] is (corr == "correct"))
+            and (nodes == "all" or r[7])]
+    assert keep
+    for metric, i in (("cos", 0), ("edge", 1), ("beyond", 2), ("gain", 3)):
         values = [r[i] for r in keep if r[i] is not None]
-        got = _summary(db, "strong", "rkl", corr, metric)
+        got = _summary(db, "strong", "rkl", corr, metric, nodes)
         assert got["n"] == len(values)
         assert got["mean"] == pytest.approx(sum(values) / len(values), rel=1e-12)
         assert got["null_share"] == pytest.approx(1 - len(values) / len(keep))
-    labels = [r[3] for r in keep if r[3] is not None]
-    got = _summary(db, "strong", "rkl", corr, "cos")
-    assert got["n_labelled"] == len(labels) == got["n"]  # a label exactly where cos is defined
-    for lab in ("helps", "hurts", "neutral"):
-        assert got[lab] == pytest.approx(labels.count(lab) / len(labels))
+    for metric, i in (("cos", 4), ("edge", 5)):
+        labels = [r[i] for r in keep if r[i] is not None]
+        got = _summary(db, "strong", "rkl", corr, metric, nodes)
+        assert got["n_labelled"] == len(labels) == got["n"]  # a label exactly where defined
+        for lab in ("helps", "hurts", "neutral"):
+            assert got[lab] == pytest.approx(labels.count(lab) / len(labels))
 
 
 def test_advantage_is_signal_independent_and_matches_a_loop(db: duckdb.DuckDBPyConnection) -> None:
@@ -105,9 +112,11 @@ def test_bootstrap_is_keyed_by_seed(path: Path, tmp_path: Path) -> None:
 
 
 def test_summary_best_matches_a_plain_loop(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT s.question_id, q.family, s.teacher, s.beyond FROM scores s
+    rows = db.execute("""SELECT s.question_id, q.family, s.teacher, s.edge FROM scores s
         JOIN questions q USING (question_id) JOIN teachers t USING (teacher)
-        WHERE s.signal = 'rkl' AND s.beyond IS NOT NULL AND NOT t.is_control""").fetchall()
+        JOIN nodes n USING (question_id, rollout, pos)
+        WHERE s.signal = 'rkl' AND s.edge IS NOT NULL AND n.decisive AND NOT t.is_control
+        """).fetchall()
     groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for qid, family, teacher, beyond in rows:
         for key in (("question", qid), ("family", family), ("run", "all")):
@@ -124,22 +133,25 @@ def test_summary_best_matches_a_plain_loop(db: duckdb.DuckDBPyConnection) -> Non
 
 
 def test_summary_position_matches_a_plain_loop(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT s.pos, r.n_tokens, s.cos, s.label FROM scores s
-        JOIN rollouts r USING (question_id, rollout)
+    rows = db.execute("""SELECT s.pos, r.n_tokens, s.cos, s.label_edge, s.edge, n.decisive
+        FROM scores s JOIN rollouts r USING (question_id, rollout)
+        JOIN nodes n USING (question_id, rollout, pos)
         WHERE s.signal = 'rkl' AND s.teacher = 'specialist' AND r.correct""").fetchall()
     by_decile: dict[int, list] = defaultdict(list)
-    for pos, n_tokens, cos, label in rows:
-        by_decile[min(10 * pos // n_tokens, 9)].append((cos, label))
-    stored = {r[0]: r[1:] for r in db.execute("""SELECT decile, n, mean_cos, helps, hurts
-        FROM summary_position WHERE teacher = 'specialist' AND correctness = 'correct'
-        """).fetchall()}
+    for pos, n_tokens, cos, label, edge, decisive in rows:
+        by_decile[min(10 * pos // n_tokens, 9)].append((cos, label, edge, decisive))
+    stored = {r[0]: r[1:] for r in db.execute("""SELECT decile, n, n_decisive, mean_cos,
+        mean_edge, helps, hurts FROM summary_position WHERE teacher = 'specialist'
+        AND correctness = 'correct'""").fetchall()}
     assert set(stored) == set(by_decile)
     for decile, items in by_decile.items():
-        cos = [c for c, _ in items if c is not None]
-        labels = [lab for _, lab in items if lab is not None]
-        n, mean_cos, helps, hurts = stored[decile]
-        assert n == len(items)
+        cos = [c for c, *_ in items if c is not None]
+        edge = [e for _, _, e, _ in items if e is not None]
+        labels = [lab for _, lab, _, _ in items if lab is not None]
+        n, n_decisive, mean_cos, mean_edge, helps, hurts = stored[decile]
+        assert n == len(items) and n_decisive == sum(d for *_, d in items)
         assert mean_cos == pytest.approx(sum(cos) / len(cos))
+        assert mean_edge == pytest.approx(sum(edge) / len(edge))
         assert helps == pytest.approx(labels.count("helps") / len(labels))
         assert hurts == pytest.approx(labels.count("hurts") / len(labels))
 
@@ -166,20 +178,20 @@ def _plain_spearman(x: list[float], y: list[float]) -> float:
 
 
 def test_summary_proxy_matches_a_plain_spearman(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT nt.sampled_rank, t.entropy, s.beyond FROM scores s
+    rows = db.execute("""SELECT nt.sampled_rank, t.entropy, s.edge FROM scores s
         JOIN node_teacher nt USING (question_id, rollout, pos, teacher)
         JOIN tokens t USING (question_id, rollout, pos)
-        WHERE s.signal = 'rkl' AND s.teacher = 'strong' AND s.beyond IS NOT NULL""").fetchall()
+        WHERE s.signal = 'rkl' AND s.teacher = 'strong' AND s.edge IS NOT NULL""").fetchall()
     stored = dict(((r[0], r[1]), (r[2], r[3])) for r in db.execute(
         "SELECT proxy, target, spearman, n FROM summary_proxy WHERE teacher = 'strong'"
     ).fetchall())
     for proxy, i in (("sampled_rank", 0), ("student_entropy", 1)):  # ranks have many ties
-        rho, n = stored[(proxy, "beyond")]
+        rho, n = stored[(proxy, "edge")]
         assert n == len(rows)
         assert rho == pytest.approx(_plain_spearman([r[i] for r in rows], [r[2] for r in rows]))
-    assert stored[("kl_pq", "beyond")][0] is not None
+    assert stored[("kl_pq", "edge")][0] is not None
     assert db.execute("""SELECT count(*) FROM summary_proxy WHERE teacher = 'ctrl_sharpened'
-        AND target = 'beyond' AND (spearman IS NOT NULL OR n > 0)""").fetchone()[0] == 0
+        AND target = 'edge' AND spearman IS NOT NULL""").fetchone()[0] == 0  # edge 0 everywhere
     assert spearman(np.ones(3), np.arange(3.0)) is None
 
 
@@ -195,23 +207,27 @@ def _hand_built() -> duckdb.DuckDBPyConnection:
         ('A', false), ('B', false), ('ctrl_sharpened', true)""")
     con.execute("""INSERT INTO rollouts (question_id, rollout, correct, n_tokens) VALUES
         ('q1', 0, true, 10), ('q2', 0, false, 10)""")
-    # best_teacher sequence in q1: A(0.95) -> B(0.95) switch -> B(0.5) (no confident leader:
-    # no pair); q2: A(0.99) -> none -> B(0.95): the probed node between breaks the pair, so
-    # A -> B there is no switch (comparing with the previous node that has a leader was wrong)
-    con.execute("""INSERT INTO nodes (question_id, rollout, pos, best_teacher, best_prob) VALUES
-        ('q1', 0, 0, 'A', 0.95), ('q1', 0, 1, 'B', 0.95), ('q1', 0, 2, 'B', 0.5),
-        ('q2', 0, 0, 'A', 0.99), ('q2', 0, 1, NULL, NULL), ('q2', 0, 2, 'B', 0.95)""")
+    # decisive nodes in q1: A -> (pos 1 not decisive: skipped, it breaks nothing) -> B, a switch;
+    # then a tie (no confident leader: no pair). q2: A -> tie -> B: the decisive node between
+    # breaks the pair, so A -> B there is no switch
+    con.execute("""INSERT INTO nodes (question_id, rollout, pos, decisive, best_teacher,
+                                      best_prob) VALUES
+        ('q1', 0, 0, true, 'A', 0.95), ('q1', 0, 1, false, NULL, 0.99),
+        ('q1', 0, 2, true, 'B', 0.95), ('q1', 0, 3, true, NULL, 0.5),
+        ('q2', 0, 0, true, 'A', 0.99), ('q2', 0, 1, true, NULL, NULL),
+        ('q2', 0, 2, true, 'B', 0.95)""")
     # (node, teacher, half a, half b): same numbers in both units
     values = [
         ("q1", 0, "A", 0.9, 0.1), ("q1", 0, "B", 0.2, 0.5),  # a picks A -> 0.1; b picks B -> 0.2
-        ("q1", 1, "A", 0.1, 0.3), ("q1", 1, "B", 0.6, 0.7),  # a picks B -> 0.7; b picks B -> 0.6
+        ("q1", 2, "A", 0.1, 0.3), ("q1", 2, "B", 0.6, 0.7),  # a picks B -> 0.7; b picks B -> 0.6
         ("q2", 0, "A", 0.5, 0.5), ("q2", 0, "B", 0.5, 0.4),  # tie on a -> A -> 0.5; b -> A 0.5
-        ("q1", 2, "A", 0.9, 0.9), ("q1", 2, "B", None, 0.1),  # incomplete: left out
-        ("q1", 0, "ctrl_sharpened", 9.0, 9.0), ("q1", 1, "ctrl_sharpened", 9.0, 9.0),
+        ("q1", 3, "A", 0.9, 0.9), ("q1", 3, "B", None, 0.1),  # incomplete: left out
+        ("q1", 1, "A", 9.0, 9.0), ("q1", 1, "B", 9.0, 0.0),  # not decisive: left out
+        ("q1", 0, "ctrl_sharpened", 9.0, 9.0), ("q1", 2, "ctrl_sharpened", 9.0, 9.0),
         ("q2", 0, "ctrl_sharpened", 9.0, 9.0),  # controls never chosen
     ]
     con.executemany("""INSERT INTO node_teacher (question_id, rollout, pos, teacher, advantage,
-        advantage_a, advantage_b, beyond_a, beyond_b) VALUES (?, 0, ?, ?, 0, ?, ?, ?, ?)""",
+        advantage_a, advantage_b, edge_a, edge_b) VALUES (?, 0, ?, ?, 0, ?, ?, ?, ?)""",
                     [(q, pos, t, a, b, a, b) for q, pos, t, a, b in values])
     return con
 
@@ -222,7 +238,7 @@ def test_oracle_gain_on_a_hand_built_table() -> None:
     cols = schema.SUMMARY_TABLES[2].column_names
     rows = {r[0]: dict(zip(cols, r, strict=True))
             for r in con.execute("SELECT * FROM summary_oracle").fetchall()}
-    assert set(rows) == {"alignment", "advantage"}
+    assert set(rows) == {"edge", "advantage"}
     oracle = (0.15 + 0.65 + 0.5) / 3
     single = ((0.1 + 0.3 + 0.5) / 3 + (0.2 + 0.6 + 0.5) / 3) / 2  # A on a->b, B on b->a
     for row in rows.values():
@@ -246,8 +262,8 @@ def _oracle_db(half_a: np.ndarray, half_b: np.ndarray) -> duckdb.DuckDBPyConnect
     nodes = half_a.shape[0]
     con.execute("INSERT INTO rollouts (question_id, rollout, correct, n_tokens) "
                 "SELECT 'q' || (i % 40), 0, true, 1000 FROM range(40) r(i)")
-    con.execute("INSERT INTO nodes (question_id, rollout, pos) "
-                "SELECT 'q' || (i % 40), 0, i FROM range(?) r(i)", [nodes])
+    con.execute("INSERT INTO nodes (question_id, rollout, pos, decisive) "
+                "SELECT 'q' || (i % 40), 0, i, true FROM range(?) r(i)", [nodes])
     import pyarrow as pa
 
     batch = pa.table({
@@ -257,7 +273,7 @@ def _oracle_db(half_a: np.ndarray, half_b: np.ndarray) -> duckdb.DuckDBPyConnect
         "a": half_a.ravel(), "b": half_b.ravel()})
     con.register("halves", batch)
     con.execute("""INSERT INTO node_teacher (question_id, rollout, pos, teacher, advantage,
-        advantage_a, advantage_b, beyond_a, beyond_b)
+        advantage_a, advantage_b, edge_a, edge_b)
         SELECT question_id, 0, pos, teacher, 0, a, b, a, b FROM halves""")
     return con
 
@@ -273,7 +289,7 @@ def test_sql_oracle_removes_selection_bias() -> None:
     con = _oracle_db(a, b)
     materialise_summaries(con, draws=20)
     gain, lo, hi = con.execute(
-        "SELECT oracle_gain, lo, hi FROM summary_oracle WHERE unit = 'alignment'").fetchone()
+        "SELECT oracle_gain, lo, hi FROM summary_oracle WHERE unit = 'edge'").fetchone()
     assert naive > 0.5 and abs(gain) < 0.05 and lo < 0.05
     signal = rng.normal(size=(nodes, teachers))  # a real per-node best, seen by both halves
     con = _oracle_db(signal + 0.1 * a, signal + 0.1 * b)
@@ -284,8 +300,9 @@ def test_sql_oracle_removes_selection_bias() -> None:
 
 
 def test_oracle_matches_a_plain_loop_on_the_fixture(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("""SELECT question_id, rollout, pos, teacher, beyond_a, beyond_b
-        FROM node_teacher JOIN teachers USING (teacher) WHERE NOT is_control""").fetchall()
+    rows = db.execute("""SELECT question_id, rollout, pos, teacher, edge_a, edge_b
+        FROM node_teacher JOIN teachers USING (teacher) JOIN nodes USING (question_id, rollout, pos)
+        WHERE NOT is_control AND decisive""").fetchall()
     nodes: dict[tuple, dict[str, tuple]] = defaultdict(dict)
     for q, r, pos, t, a, b in rows:
         nodes[(q, r, pos)][t] = (a, b)
@@ -303,7 +320,7 @@ def test_oracle_matches_a_plain_loop_on_the_fixture(db: duckdb.DuckDBPyConnectio
     single = (mean_b[pick_a] + mean_a[pick_b]) / 2
     n, oracle, best_single, got_single, gain = db.execute("""SELECT n, oracle_mean,
         best_single, best_single_mean, oracle_gain FROM summary_oracle
-        WHERE unit = 'alignment'""").fetchone()
+        WHERE unit = 'edge'""").fetchone()
     assert n == len(complete) > 0
     assert oracle == pytest.approx(sum(per_node) / len(per_node))
     assert got_single == pytest.approx(single)
@@ -312,22 +329,25 @@ def test_oracle_matches_a_plain_loop_on_the_fixture(db: duckdb.DuckDBPyConnectio
 
 
 def test_question_teacher_summary_matches_a_plain_loop(db: duckdb.DuckDBPyConnection) -> None:
-    rows = db.execute("SELECT question_id, teacher, signal, cos, beyond, label FROM scores"
-                      ).fetchall()
+    rows = db.execute("""SELECT s.question_id, s.teacher, s.signal, s.cos, s.edge, s.label_edge,
+                                n.decisive
+                         FROM scores s JOIN nodes n USING (question_id, rollout, pos)""").fetchall()
     groups: dict[tuple, list] = defaultdict(list)
-    for q, t, s, cos, beyond, label in rows:
-        groups[(q, t, s)].append((cos, beyond, label))
+    for q, t, s, cos, edge, label, decisive in rows:
+        groups[(q, t, s)].append((cos, edge, label, decisive))
     got = {r[:3]: r[3:] for r in db.execute("SELECT * FROM summary_question_teacher").fetchall()}
     assert set(got) == set(groups)
+
+    def mean(v: list[float]) -> object:
+        return pytest.approx(sum(v) / len(v), rel=1e-12) if v else None
+
     for key, nodes in groups.items():
-        n, mean_cos, mean_beyond, helps, hurts, neutral = got[key]
-        cos = [c for c, _, _ in nodes if c is not None]
-        beyond = [b for _, b, _ in nodes if b is not None]
-        assert n == len(nodes)
-        assert mean_cos == (pytest.approx(sum(cos) / len(cos), rel=1e-12) if cos else None)
-        assert mean_beyond == (pytest.approx(sum(beyond) / len(beyond), rel=1e-12)
-                               if beyond else None)
-        labels = [lab for _, _, lab in nodes]
+        n, n_dec, mean_cos, mean_edge, mean_edge_dec, helps, hurts, neutral = got[key]
+        assert n == len(nodes) and n_dec == sum(d for *_, d in nodes)
+        assert mean_cos == mean([c for c, *_ in nodes if c is not None])
+        assert mean_edge == mean([e for _, e, _, _ in nodes if e is not None])
+        assert mean_edge_dec == mean([e for _, e, _, d in nodes if e is not None and d])
+        labels = [lab for _, _, lab, _ in nodes]
         assert (helps, hurts, neutral) == tuple(labels.count(x) for x in schema.LABELS)
 
 

@@ -58,7 +58,8 @@ def test_committed_demo_records_its_config_and_models(demo: duckdb.DuckDBPyConne
     assert n_q >= 40 and n_r >= 160
     assert meta["node_strategy"] == "all"
     sizes = sum(f.stat().st_size for f in (SAMPLE / "models").rglob("*.safetensors"))
-    assert sizes <= 8 * 2**20 and (SAMPLE / "demo.duckdb").stat().st_size <= 30 * 2**20
+    # schema v3 (stakes, edge, their intervals and labels) took the demo from 29 to 32 MiB
+    assert sizes <= 8 * 2**20 and (SAMPLE / "demo.duckdb").stat().st_size <= 40 * 2**20
 
 
 # A committed file was computed on another CPU: kernels differ in the last bits of float32
@@ -70,8 +71,10 @@ FLOAT_RTOL, FLOAT_ATOL = 1e-3, 1e-4
 ILL_CONDITIONED_ATOL = 1e-3
 """Alignment beyond sharpening is the cosine of what is left after projecting h out of g and d:
 where a few percent of either norm survives, 1e-7 logit differences between CPUs move it by
-~1e-4 (measured 1.3e-4 on node_teacher.beyond_a between two machines). Issue 11 replaces it as
-the headline and NULLs it where it is ill-conditioned; until then it gets this tolerance."""
+~1e-4 (measured 1.3e-4 between two machines before the guard). The sharpening_dominated guard
+NULLs it below rho = 5% of either norm, which bounds the amplification (~1/rho) but does not
+remove it, so beyond keeps this tolerance; edge, a difference of two plain cosines, does not
+need it."""
 
 
 def assert_rows_match(fresh: pa.Table, stored: pa.Table, key: list[str], name: str) -> None:

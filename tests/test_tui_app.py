@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,14 +51,48 @@ async def press(pilot: Pilot, *keys: str) -> None:
         await settle(pilot)
 
 
-def expected_significant(qi: int, rollout: int, teacher_index: int) -> list[int]:
-    """Independent recomputation of the helps/hurts markers from the generator's formula."""
-    out = []
+EPSILON = 0.05
+TAU = 0.1
+
+
+def _decisive(qi: int, pos: int) -> bool:
+    """From the generator's successes: max - min S over C+ (at pos 2 C+ is the sampled token)."""
+    s0, s1 = tui_tiny_db.successes(qi, pos)
+    stakes = 0.0 if pos == tui_tiny_db.IMPLAUSIBLE_POS else abs(s0 - s1) / tui_tiny_db.N_CONT
+    return stakes >= TAU
+
+
+def expected_labels(qi: int, rollout: int, teacher_index: int, signal: str = "rkl",
+                    score: str = "edge") -> dict[int, str]:
+    """Independent recomputation of the helps/hurts labels from the generator's cosines:
+    decisive node, interval (point -+ 0.2; beyond -+ 0.1) beyond +-epsilon."""
+    factor = 1.0 if signal == "rkl" else 0.5
+    out: dict[int, str] = {}
     for pos in range(0, tui_tiny_db.N_TOKENS, 2):
-        cos = tui_tiny_db.cos_value(qi, rollout, pos, teacher_index)
-        if abs(cos) > 0.5:
-            out.append(pos)
+        if pos == tui_tiny_db.NO_SIGNAL_POS or not _decisive(qi, pos):
+            continue
+        cos = tui_tiny_db.cos_value(qi, rollout, pos, teacher_index) * factor
+        if score == "edge":
+            if teacher_index == tui_tiny_db.SHARPENED:
+                continue  # the reference: edge 0 with interval [0, 0]
+            value, half = cos - tui_tiny_db.cos_value(qi, rollout, pos, 2) * factor, 0.2
+        elif score == "cos":
+            value, half = cos, 0.2
+        else:  # beyond: cos / 2, NULL where either residual share is below rho
+            if (teacher_index == tui_tiny_db.SHARPENED or pos == tui_tiny_db.G_DOMINATED_POS
+                    or tui_tiny_db.d_residual_share(pos, teacher_index) < 0.05):
+                continue
+            value, half = cos / 2, 0.1
+        if value - half > EPSILON:
+            out[pos] = "helps"
+        elif value + half < -EPSILON:
+            out[pos] = "hurts"
     return out
+
+
+def expected_significant(qi: int, rollout: int, teacher_index: int, signal: str = "rkl",
+                         score: str = "edge") -> list[int]:
+    return sorted(expected_labels(qi, rollout, teacher_index, signal, score))
 
 
 async def open_rollout(pilot: Pilot) -> RolloutScreen:
@@ -87,12 +122,14 @@ async def test_drill_down_and_step_through_tokens(db: Path) -> None:
         assert view.cursor == 1
         significant = expected_significant(0, 0, 0)
         assert screen.significant_indices() == significant
+        after = [i for i in significant if i > view.cursor]
+        assert len(after) >= 2
         await press(pilot, "n")
-        assert view.cursor == significant[0]
+        assert view.cursor == after[0]
         await press(pilot, "n")
-        assert view.cursor == significant[1]
+        assert view.cursor == after[1]
         await press(pilot, "N")
-        assert view.cursor == significant[0]
+        assert view.cursor == after[0]
         await press(pilot, "G")
         assert view.cursor == tui_tiny_db.N_TOKENS - 1
         await press(pilot, "g")
@@ -113,6 +150,14 @@ async def test_drill_down_and_step_through_tokens(db: Path) -> None:
         assert isinstance(app.screen, OverviewScreen)
 
 
+def test_the_tiny_run_has_labels_of_both_kinds() -> None:
+    """The marker tests below are only meaningful if the expected sets are non-trivial."""
+    for ti in (0, 1):
+        labels = set(expected_labels(0, 0, ti).values())
+        assert labels == {"helps", "hurts"}, (ti, labels)
+    assert expected_significant(0, 0, 0) != expected_significant(0, 0, 0, score="cos")
+
+
 async def test_teacher_and_signal_change_the_markers(db: Path) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -120,17 +165,19 @@ async def test_teacher_and_signal_change_the_markers(db: Path) -> None:
         await press(pilot, "2")
         assert app.teacher == "weak"
         assert screen.significant_indices() == expected_significant(0, 0, 1)
-        await press(pilot, "t")
-        assert app.teacher == "ctrl_sharpened"
-        assert screen.significant_indices() == expected_significant(0, 0, 2)
-        await press(pilot, "s")  # fkl scores are halved in the tiny run: nothing significant
-        assert app.signal == "fkl" and screen.significant_indices() == []
+        await press(pilot, "s")
+        assert app.signal == "fkl"
+        assert screen.significant_indices() == expected_significant(0, 0, 1, "fkl")
+        await press(pilot, "t")  # the sharpened control: edge 0 by construction, never labelled
+        assert app.teacher == "ctrl_sharpened" and screen.significant_indices() == []
         view = screen.query_one(TokenView)
         await press(pilot, "n")
         assert view.cursor == 0
 
 
 async def test_layers_cycle_and_marker_survives_every_layer(db: Path) -> None:
+    """Every layer marks the edge labels, except the cos and beyond layers: their own."""
+    own = {"align": "cos", "beyond": "beyond"}
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_rollout(pilot)
@@ -138,11 +185,32 @@ async def test_layers_cycle_and_marker_survives_every_layer(db: Path) -> None:
         for _ in LAYERS:
             await press(pilot, "c")
             seen.append(screen.layer.id)
-            assert screen.significant_indices() == expected_significant(0, 0, 0) or \
-                screen.layer.id == "beyond"
+            score = own.get(screen.layer.id, "edge")
+            assert screen.significant_indices() == expected_significant(0, 0, 0, score=score), \
+                screen.layer.id
         assert seen[0] == seen[-1] and set(seen) == {layer.id for layer in LAYERS}
         await press(pilot, "C")
         assert screen.layer.id == LAYERS[-1].id
+
+
+async def test_default_layer_is_the_edge_on_its_own_scale(db: Path) -> None:
+    """The rollout opens on the edge layer: colours are the edge (cos - cos_sharp) over
+    [-2, 2], markers the edge labels, and the title says so."""
+    from opd_tui.render import diverging, marker_glyph
+
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        assert screen.layer.id == "edge" and LAYERS[0].id == "edge"
+        paint = screen.query_one(TokenView).paint
+        labels = expected_labels(0, 0, 0)
+        for pos in range(tui_tiny_db.N_TOKENS):
+            edge = None
+            if pos % 2 == 0 and pos != tui_tiny_db.NO_SIGNAL_POS:
+                edge = tui_tiny_db.cos_value(0, 0, pos, 0) - tui_tiny_db.cos_value(0, 0, pos, 2)
+            assert paint.styles[pos] == diverging(edge, 2.0), pos
+            assert paint.markers[pos] == marker_glyph(labels.get(pos)), pos
+        assert "edge" in str(screen.query_one("#title").render())
 
 
 async def test_search_token_text(db: Path) -> None:
@@ -319,13 +387,15 @@ async def test_advantage_layer_colours_by_the_teachers_advantage(db: Path) -> No
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_rollout(pilot)
-        await press(pilot, "2")  # teacher 'weak': advantage 0.01 at every probed node
+        await press(pilot, "2")  # teacher 'weak': advantage 0.01 at every probed node with signal
         while screen.layer.id != "advantage":
             await press(pilot, "c")
         styles = screen.query_one(TokenView).paint.styles
-        # the tiny run stores A_c = 0.01 * teacher index: the scale (95% quantile) is 0.01
-        expected = [diverging(0.01, 0.01) if pos % 2 == 0 else None
-                    for pos in range(tui_tiny_db.N_TOKENS)]
+        # the tiny run stores A_c = 0.01 * teacher index (0 without signal, where S is flat):
+        # the scale (95% quantile of |A|) is 0.01
+        expected = [None if pos % 2 else diverging(
+            0.0 if pos == tui_tiny_db.NO_SIGNAL_POS else 0.01, 0.01)
+            for pos in range(tui_tiny_db.N_TOKENS)]
         assert styles == expected and "advantage" in screen.layer_name()
 
 
@@ -454,3 +524,120 @@ async def test_console_reopens_and_no_color_grid_renders(db: Path, tmp_path: Pat
         cur = app.db.cursor()
         assert cur.execute("SELECT current_setting('enable_external_access')").fetchone() == (True,)
     assert not (tmp_path / "opd-exports").exists()
+
+
+def _edge(qi: int, rollout: int, pos: int, ti: int, signal: str = "rkl") -> float:
+    factor = 1.0 if signal == "rkl" else 0.5
+    return (tui_tiny_db.cos_value(qi, rollout, pos, ti)
+            - tui_tiny_db.cos_value(qi, rollout, pos, 2)) * factor
+
+
+async def test_questions_list_edge_decisive_and_hurts_per_teacher(db: Path) -> None:
+    """Per teacher: mean edge over the question's decisive nodes and its own hurts count (a
+    count summed over teachers would count a node once per teacher); controls get an edge
+    column only; the question text is a column and, for the cursor row, a line below."""
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "enter")
+        screen = app.screen
+        assert isinstance(screen, QuestionsScreen)
+        frame = screen.frame
+        assert "hurts" not in frame.columns and "hurts_ctrl_sharpened" not in frame.columns
+        assert {"n_decisive", "edge_strong", "hurts_strong", "edge_weak", "hurts_weak",
+                "edge_ctrl_sharpened", "question"} <= set(frame.columns)
+        both_hurt = False
+        for qi, row in enumerate(frame.iter_rows(named=True)):
+            decisive = [pos for pos in range(0, tui_tiny_db.N_TOKENS, 2)
+                        if pos != tui_tiny_db.NO_SIGNAL_POS and _decisive(qi, pos)]
+            assert row["n_decisive"] == 2 * len(decisive)
+            for ti, name in ((0, "strong"), (1, "weak")):
+                hurts = sum(list(expected_labels(qi, r, ti).values()).count("hurts")
+                            for r in range(2))
+                assert row[f"hurts_{name}"] == hurts, (qi, name)
+                edges = [_edge(qi, r, pos, ti) for r in range(2) for pos in decisive]
+                assert row[f"edge_{name}"] == pytest.approx(sum(edges) / len(edges))
+            assert row["edge_ctrl_sharpened"] == 0
+            assert row["question"] == f"what is {qi}?"
+            both_hurt |= row["hurts_strong"] > 0 and row["hurts_weak"] > 0
+        assert both_hurt  # so that a sum over teachers would differ from each count
+        assert "q0: what is 0?" in str(screen.query_one("#question-text").render())
+        await press(pilot, "down")
+        assert "q1: what is 1?" in str(screen.query_one("#question-text").render())
+
+
+def _inspector_text(screen: RolloutScreen) -> str:
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(screen.query_one("#inspector-body").content)
+    return console.export_text()
+
+
+def _table_rows(text: str, title: str, next_title: str) -> list[list[str]]:
+    """Whitespace-split rows of the inspector table titled `title` (header skipped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next(i for i, line in enumerate(lines) if i > start and line.startswith(next_title))
+    rows = [line.split() for line in lines[start + 1:end]]
+    return [r for r in rows if r and r[0] in ("strong", "weak", "ctrl_sharpened")]
+
+
+async def test_inspector_shows_stakes_s_over_n_labels_residuals_and_best_reason(
+        db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = await open_rollout(pilot)
+        view = screen.query_one(TokenView)
+        for pos in (0, 2, 4, 6, 10):
+            view.move_to(pos)
+            await settle(pilot)
+            assert screen.detail is not None and screen.detail.pos == pos
+            text = _inspector_text(screen)
+            s0, s1 = tui_tiny_db.successes(0, pos)
+            assert f"{s0}/20" in text and f"{s1}/20" in text  # s/N beside every S
+            alt = next(line for line in text.splitlines() if line.startswith(" alt"))
+            plausible = pos != tui_tiny_db.IMPLAUSIBLE_POS
+            assert (re.match(r" alt\s+\+\s", alt) is not None) == plausible, alt
+            if pos == tui_tiny_db.NO_SIGNAL_POS:
+                assert "no_signal" in text and "best teacher ∅ (no_signal)" in text
+                assert "not decisive" in text
+                continue
+            stakes = 0.0 if not plausible else abs(s0 - s1) / 20
+            lo, hi = max(0.0, stakes - 0.1), min(1.0, stakes + 0.1)
+            shown = f"stakes {stakes:.2f}[{lo:.2f},{hi:.2f}]".replace("0.", ".")
+            assert shown in text, (pos, shown)
+            assert ("DECISIVE" in text) == (stakes >= TAU)
+            assert ("not decisive" in text) == (stakes < TAU)
+            assert f"|C+| {2 if plausible else 1}" in text
+            # best teacher: the rkl edge leader of strong / weak, confident by the draw share
+            e0, e1 = _edge(0, 0, pos, 0), _edge(0, 0, pos, 1)
+            margin = abs(e0 - e1)
+            prob = min(1.0, 0.5 + 2 * margin)
+            if stakes < TAU:
+                assert "(not_decisive" in text
+            elif prob < 0.9:
+                assert "(tie" in text and f"margin {margin:+.2f}" in text
+            else:
+                leader = "strong" if e0 >= e1 else "weak"
+                assert f"best teacher {leader} (p {prob:.2f}, margin {margin:+.2f})" in text
+            # edge with its interval and label, per teacher x signal
+            edge_rows = _table_rows(text, "edge = cos - cos_sharp", "beyond sharpening")
+            assert len(edge_rows) == 6
+            for name, sig, interval, label, *_ in edge_rows:
+                ti = ("strong", "weak", "ctrl_sharpened").index(name)
+                expected = _edge(0, 0, pos, ti, sig) if ti != 2 else 0.0
+                assert float(interval.split("[")[0]) == pytest.approx(expected, abs=0.006)
+                assert label == expected_labels(0, 0, ti, sig).get(pos, "neutral"), (pos, name)
+            # beyond sharpening with d's residual share, or its NULL reason
+            assert f"|Pg|²/|g|² = {0.03 if pos == 6 else 0.6:.3f}" in " ".join(text.split())
+            beyond_rows = _table_rows(text, "beyond sharpening", "proxies")
+            assert len(beyond_rows) == 6
+            for row in beyond_rows:
+                ti = ("strong", "weak", "ctrl_sharpened").index(row[0])
+                share = tui_tiny_db.d_residual_share(pos, ti)
+                assert float(row[4]) == pytest.approx(share, abs=5e-4)
+                if ti == 2:
+                    assert row[2] == "∅" and row[5] == "pure_sharpening"
+                elif pos == 6 or share < 0.05:
+                    assert row[2] == "∅" and row[5] == "sharpening_dominated", (pos, row)
+                else:
+                    assert row[2] != "∅" and len(row) == 5

@@ -8,6 +8,7 @@ from opd_tui.render import (
     MAX_TOKEN_CELLS,
     compact,
     diverging,
+    fmt_fixed,
     fmt_interval,
     marker_glyph,
     quantile_scale,
@@ -64,6 +65,12 @@ def test_number_formats() -> None:
     assert compact(None) == "∅"
     assert fmt_interval(0.4, 0.3, 0.52) == "+.40[.30,.52]"
     assert fmt_interval(-0.2, -0.3, -0.1) == "-.20[-.30,-.10]"
+    # headline tables: fixed precision, so columns of edges line up (edge lies in [-2, 2])
+    assert fmt_fixed(0.0499, -0.0212, 0.1095) == "+.05[-.02,.11]"
+    assert fmt_fixed(-1.0682, -1.1646, -0.9474) == "-1.07[-1.16,-.95]"
+    assert fmt_fixed(0.0, 0.0, 0.0) == "0[0,0]"
+    assert fmt_fixed(-0.004, -0.04, 0.3, digits=1) == ".0[.0,.3]"  # no sign on a rounded 0
+    assert fmt_fixed(None) == "∅" and fmt_fixed(0.123) == "+.12"
 
 
 def test_scales_and_markers() -> None:

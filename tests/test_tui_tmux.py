@@ -39,16 +39,19 @@ def test_real_terminal_session(tmp_path: Path) -> None:
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
                     command], check=True)
     try:
-        _wait_for(session, "alignment, signal rkl")
+        _wait_for(session, "decisive nodes (stakes >= 0.1), signal rkl")
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        _wait_for(session, "align_strong")
+        screen = _wait_for(session, "hurts_strong")
+        assert "edge_strong" in screen and "q0: what is 0?" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
         screen = _wait_for(session, "candidates")  # inspector of token 0
-        assert "q0 rollout 0" in screen
+        assert "q0 rollout 0" in screen and "layer: edge" in screen
+        assert "stakes .50[.40,.60]  DECISIVE" in screen  # 15 vs 5 successes of 20
         assert "[bold␣red]x[/]" in screen  # markup shown as text, never interpreted
         assert "␛[31m" in screen and "\x1b" not in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "l", "l"], check=True)
         _wait_for(session, "pos 2 t2")
+        _wait_for(session, "not decisive")
         subprocess.run(["tmux", "send-keys", "-t", session, "]"], check=True)
         _wait_for(session, "q0 rollout 1")
         subprocess.run(["tmux", "send-keys", "-t", session, "?"], check=True)

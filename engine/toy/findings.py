@@ -5,11 +5,13 @@ Nodes are classed by what the continuations found, not by what we planted: a nod
 candidate, and a *misconception strike* when, in a subtraction, that favourite is "=" where the
 best continuation is "-" (the borrow paid back: "10-7-1=2", not "10-7=3"). The specialist-vs-strong
 comparison redraws S from its Jeffreys posterior for both teachers with the same draws (paired),
-from the stored p, s, n, d, h, |d|^2, <h,d>, |h|^2, exactly as the engine scores a node.
+from the stored p, s, n, d, h, |d|^2, <h,d>, |h|^2, exactly as the engine scores a node, and
+compares their edge over the sharpened student (for reverse KL the reference is cos(g, h)).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import maths
+from engine.config import ScoreConfig
 from engine.rng import generator, sequence_key
 
 NODE_CLASSES_SQL = """
@@ -42,15 +45,18 @@ JOIN best USING (question_id, rollout, pos)
 """
 
 CLASSES = ("misconception strike", "other decisive", "favourite fine")
-TIE = 0.01  # alignment units: smaller differences are not a win
+def _rules(con: duckdb.DuckDBPyConnection) -> ScoreConfig:
+    """The run's own thresholds (meta score_rules), so findings use the engine's margin."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'score_rules'").fetchall()
+    return ScoreConfig(**json.loads(row[0][0])) if row else ScoreConfig()
 
 
 @dataclass(frozen=True)
 class PairwiseResult:
     node_class: str
     nodes: int
-    a_wins: float  # share of nodes where P(beyond_a > beyond_b) >= 0.9
-    b_wins: float  # share where P(beyond_b > beyond_a) >= 0.9
+    a_wins: float  # share of nodes where P(edge_a >= edge_b + margin) >= leader_share
+    b_wins: float  # share where P(edge_b >= edge_a + margin) >= leader_share
     a_mean: float
     b_mean: float
 
@@ -95,44 +101,47 @@ def _node_arrays(con: duckdb.DuckDBPyConnection, keys: list[tuple], teachers: Se
 
 def pairwise(con: duckdb.DuckDBPyConnection, a: str, b: str, *, draws: int = 200,
              seed: int = 0) -> list[PairwiseResult]:
-    """Paired Jeffreys comparison of two teachers' beyond-sharpening rKL alignment per class."""
+    """Paired Jeffreys comparison of two teachers' rKL edge per node class."""
     classes = con.execute(NODE_CLASSES_SQL).fetchall()
+    rules = _rules(con)
     results = []
     for cls in CLASSES:
-        keys = [(q, r, t) for q, r, t, _, c in classes if c == cls]
+        # sorted: the draws go to nodes by index, and the class query has no row order
+        keys = sorted((q, r, t) for q, r, t, _, c in classes if c == cls)
         if not keys:
             continue
         arr = _node_arrays(con, keys, (a, b))
         rng = generator(sequence_key(seed, "bootstrap", f"findings:{cls}"))
         s_draw = maths.jeffreys_draws(arr["s"], arr["n"], draws, rng, arr["deterministic"])
         _, g_b = maths.ideal_direction(arr["p"], s_draw, arr["mask"])
-        beyond = {}
+        ref = maths.sharpened_cos(g_b, arr["h"], arr["h2"], arr["mask"])  # cos(g, h): rKL
+        edge = {}
         for t in (a, b):
-            beyond[t] = maths.alignment(g_b, arr[f"d/{t}"], arr[f"dn/{t}"], arr[f"hd/{t}"],
-                                        arr["h"], arr["h2"], arr["mask"])["beyond"]  # (B, M)
-        diff = beyond[a] - beyond[b]
+            edge[t] = maths.alignment(g_b, arr[f"d/{t}"], arr[f"dn/{t}"], arr[f"hd/{t}"],
+                                      arr["h"], arr["h2"], arr["mask"], ref)["edge"]  # (B, M)
+        diff = edge[a] - edge[b]
         valid = ~np.isnan(diff)
-        # cosines that saturate near 1 for both differ in the 5th decimal: that is no win
-        p_a = np.where(valid, diff > TIE, False).mean(0)
-        p_b = np.where(valid, diff < -TIE, False).mean(0)
+        # scores that saturate for both differ in the 5th decimal: that is no win
+        p_a = np.where(valid, diff >= rules.margin, False).mean(0)
+        p_b = np.where(valid, diff <= -rules.margin, False).mean(0)
         with np.errstate(invalid="ignore"):
-            mean_a = float(np.nanmean(np.nanmean(beyond[a], 0)))
-            mean_b = float(np.nanmean(np.nanmean(beyond[b], 0)))
-        results.append(PairwiseResult(cls, len(keys), float((p_a >= 0.9).mean()),
-                                      float((p_b >= 0.9).mean()), mean_a, mean_b))
+            mean_a = float(np.nanmean(np.nanmean(edge[a], 0)))
+            mean_b = float(np.nanmean(np.nanmean(edge[b], 0)))
+        results.append(PairwiseResult(cls, len(keys), float((p_a >= rules.leader_share).mean()),
+                                      float((p_b >= rules.leader_share).mean()), mean_a, mean_b))
     return results
 
 
 def class_table(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Per teacher and node class: nodes, mean plain and beyond rKL alignment, label shares,
+    """Per teacher and node class: nodes, mean plain rKL cosine and edge, edge-label shares,
     mean gain and teacher advantage."""
     return con.execute(f"""
         WITH cls AS ({NODE_CLASSES_SQL})
         SELECT s.teacher, te.is_control, cls.node_class, count(*) AS nodes,
-               avg(s.cos) AS cos, avg(s.beyond) AS beyond,
-               avg(CASE WHEN s.label_beyond = 'helps' THEN 1.0 WHEN s.label_beyond IS NULL
+               avg(s.cos) AS cos, avg(s.edge) AS edge,
+               avg(CASE WHEN s.label_edge = 'helps' THEN 1.0 WHEN s.label_edge IS NULL
                    THEN NULL ELSE 0.0 END) AS helps,
-               avg(CASE WHEN s.label_beyond = 'hurts' THEN 1.0 WHEN s.label_beyond IS NULL
+               avg(CASE WHEN s.label_edge = 'hurts' THEN 1.0 WHEN s.label_edge IS NULL
                    THEN NULL ELSE 0.0 END) AS hurts,
                1e3 * avg(s.gain) AS gain, avg(nt.advantage) AS advantage
         FROM scores s JOIN cls USING (question_id, rollout, pos)
@@ -148,9 +157,9 @@ def print_findings(con: duckdb.DuckDBPyConnection, console: Console | None = Non
                               "GROUP BY 1").fetchall())
     console.print("probed nodes by class: " + ", ".join(f"{k} {v}" for k, v in
                                                         sorted(counts.items())))
-    t = Table(title="Reverse KL by node class (beyond = alignment beyond sharpening; "
-              "helps/hurts from its 90% interval)", title_justify="left")
-    for col in ("teacher", "node class", "nodes", "cos", "beyond", "helps", "hurts",
+    t = Table(title="Reverse KL by node class (edge = cos minus the sharpened student's; "
+              "helps/hurts: edge labels, decisive nodes only)", title_justify="left")
+    for col in ("teacher", "node class", "nodes", "cos", "edge", "helps", "hurts",
                 "gain ×1e-3", "advantage"):
         t.add_column(col, no_wrap=True)
     last = None
@@ -167,10 +176,12 @@ def print_findings(con: duckdb.DuckDBPyConnection, console: Console | None = Non
     console.print(t)
     teachers = [r[0] for r in con.execute("SELECT teacher FROM teachers").fetchall()]
     if {"specialist", "strong"} <= set(teachers):
+        rules = _rules(con)
         p = Table(title="Specialist vs strong, paired Jeffreys draws: share of nodes where one "
-                  f"is ahead by > {TIE} with probability >= 0.9", title_justify="left")
+                  f"is ahead by >= {rules.margin} (the best-teacher margin) with probability >= "
+                  f"{rules.leader_share}", title_justify="left")
         for col in ("node class", "nodes", "specialist ahead", "strong ahead",
-                    "mean beyond specialist", "mean beyond strong"):
+                    "mean edge specialist", "mean edge strong"):
             p.add_column(col)
         for r in pairwise(con, "specialist", "strong"):
             p.add_row(r.node_class, str(r.nodes), f"{r.a_wins:.0%}", f"{r.b_wins:.0%}",
@@ -181,6 +192,7 @@ def print_findings(con: duckdb.DuckDBPyConnection, console: Console | None = Non
     for unit, gain, lo, hi, rate, pairs in sw:
         g = "–" if gain is None else f"{gain:+.3f} [{lo:+.3f},{hi:+.3f}]"
         r = "–" if rate is None else f"{rate:.1%}"
-        console.print(f"cross-fitted oracle gain ({unit}): {g}; confident best-teacher switches "
-                      f"between consecutive nodes: {r} of {pairs} pairs")
+        console.print(f"cross-fitted oracle gain at decisive nodes ({unit}): {g}; confident "
+                      f"best-teacher switches between consecutive decisive nodes: {r} of "
+                      f"{pairs} pairs")
     console.print("* control")

@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from opd_tui import actions
 from opd_tui.queries import HIST_BINS, headline_query, histogram_query, histograms
-from opd_tui.render import fmt, fmt_interval, safe_text, sparkline
+from opd_tui.render import fmt, fmt_fixed, safe_text, sparkline
 from opd_tui.screens.base import OpdScreen
 
 
@@ -24,10 +24,17 @@ class OverviewScreen(OpdScreen):
     OverviewScreen #overview { height: 1fr; }
     OverviewScreen #overview > Static { width: auto; }
     """
-    HELP = ("The run's configuration and the headline table for the selected signal: mean "
-            "alignment (plain and beyond sharpening), gain and teacher advantage with 90% "
-            "question-bootstrap intervals, split by rollout correctness. Controls are set apart: "
-            "they are the baseline a teacher must beat. Enter opens the question list.")
+    HELP = ("The run's configuration and the headline tables for the selected signal (s), "
+            "split by rollout correctness, with 90% question-bootstrap intervals. Headline: the "
+            "edge over the sharpened student, edge = cos(g,d) - cos(g,d_sharp): the alignment a "
+            "teacher earns beyond what the student would get by confidence alone, in [-2, 2] "
+            "(0: no better than sharpening; the sharpened control is 0 by construction). First "
+            "at decisive nodes (stakes >= tau: success differs between the tokens anyone would "
+            "pick), where helps / hurts labels live, with their shares of the labelled nodes "
+            "and that denominator; then over every probed node with signal, next to the plain "
+            "cosine (inflated by sharpening) and beyond sharpening (secondary, often undefined); "
+            "then effect sizes (gain, teacher advantage) at decisive nodes. Controls come last: "
+            "the baseline a teacher must beat. Enter opens the question list.")
 
     def compose(self):  # type: ignore[no-untyped-def]
         with ScrollableContainer(id="overview"):
@@ -72,64 +79,95 @@ class OverviewScreen(OpdScreen):
         self.load("histogram", hist.rows, self._show_histogram)
 
     def _show_headline(self, frame: list[dict[str, Any]]) -> None:
-        self.query_one("#headline", Static).update(headline_table(frame, self.opd.signal))
+        info = self.opd.info
+        self.query_one("#headline", Static).update(
+            headline_table(frame, self.opd.signal, info.rules.get("tau_stakes", 0.1),
+                           info.rules.get("epsilon", 0.05), info.sharpened_temperature))
 
     def _show_histogram(self, hist: list[dict[str, Any]]) -> None:
         counts = histograms(hist)
-        text = Text(f"alignment cos(g,d) histogram, {self.opd.signal}, bins over [-1, 1]\n",
-                    "bold")
+        text = Text(f"\nedge histogram at decisive nodes, {self.opd.signal}, {HIST_BINS} bins "
+                    "over [-2, 2]\n", "bold")
         for teacher in self.opd.info.teacher_names:
-            text.append(f"  {teacher:<16} -1 ")
+            text.append(f"  {teacher:<16} -2 ")
             text.append(sparkline(counts.get(teacher, [0] * HIST_BINS)), "cyan")
-            text.append(" +1\n")
+            text.append(" +2\n")
         self.query_one("#histogram", Static).update(text)
 
     def action_open_questions(self) -> None:
         self.opd.open_questions()
 
 
-def headline_table(frame: list[dict[str, Any]], signal: str) -> Group:
-    """Two tables that each fit 80 columns: alignment with label shares, then gain/advantage."""
-    align = _table(f"alignment, signal {signal}: mean[5%,95%] over a bootstrap of questions",
-                   ("cos", "beyond", "+/-/0 %", "n", "∅%"))
-    effect = _table("effect size: gain <g,d> and teacher advantage", ("gain", "advantage"))
+def headline_table(frame: list[dict[str, Any]], signal: str, tau: float = 0.1,
+                   epsilon: float = 0.05, sharpened_t: str = "0.5") -> Group:
+    """Three tables that each fit 80 columns: edge and cosine at decisive nodes with the label
+    shares, edge and cosine over all nodes, effect sizes at decisive nodes; then the notes."""
+    ci = "mean[5%,95%]"
+    decisive = _table(f"decisive nodes (stakes >= {tau:g}), signal {signal}: {ci}",
+                      ("n", "edge", "cos", "+/-/0 %"))
+    every = _table(f"all probed nodes with signal, {signal}: {ci}", ("n", "∅%", "edge", "cos"))
+    effect = _table("effect at decisive nodes (pp of success); beyond: all nodes",
+                    ("gain", "advantage", "beyond", "∅%"))
     was_control = False
     for row in frame:
         if row["is_control"] and not was_control:
-            align.add_section()
-            effect.add_section()
+            for table in (decisive, every, effect):
+                table.add_section()
             was_control = True
-        cells = _cells(row)
-        align.add_row(*cells[:2], cells[2], cells[3], *cells[6:])
-        effect.add_row(*cells[:2], cells[4], cells[5])
-    notes = Text("on: inc/cor = incorrect/correct rollouts. Below the line, in italics: the "
-                 "controls, the baseline a teacher must beat. beyond = alignment beyond "
-                 "sharpening (exact split for rkl only).", "dim")
+        name = Text(row["teacher"], "italic" if row["is_control"] else "bold")
+        on = row["correctness"][:3]
+        decisive.add_row(name, on, _count(row["n_labelled"]), _interval(row, "edge_dec"),
+                         _interval(row, "cos_dec"), _shares(row))
+        every.add_row(name, on, _count(row["n_all"]), _percent(row["null_share_all"]),
+                      _interval(row, "edge_all"), _interval(row, "cos_all"))
+        effect.add_row(name, on, _interval(row, "gain_dec", 100.0),
+                       _interval(row, "advantage_dec", 100.0), fmt_fixed(row["beyond_all"]),
+                       _percent(row["null_share_beyond"]))
     if not frame:
-        notes = Text("no summaries yet (a live run gets them at merge)", "dim")
-    return Group(align, effect, notes)
+        return Group(Text("no summaries yet (a live run gets them at merge)", "dim"))
+    reference = ("h, the pull of the student sharpened to any T < 1" if signal == "rkl" else
+                 f"the {signal} pull toward the student sharpened to T={sharpened_t}")
+    notes = Text(
+        f"edge = cos(g,d) - cos(g,d_sharp), d_sharp = {reference}: what a teacher's pull earns "
+        "beyond what confidence alone would, in [-2, 2]; 0 = no better than sharpening (the "
+        "sharpened control is 0 by construction). Decisive: success differs by at least "
+        f"{tau:g} between the tokens the student or a teacher finds plausible; only there a "
+        f"token helps (+) or hurts (-): its edge interval lies beyond +-{epsilon:g}. "
+        "+/-/0 % = helps/hurts/neutral shares of the n labelled decisive nodes. Effect: gain "
+        "<g,d> and teacher advantage, in percentage points of success. cos = plain "
+        "alignment (sharpening inflates it); beyond = alignment beyond sharpening, secondary: "
+        "NULL (∅%) where the projection leaves too little of g or d. inc/cor = "
+        "incorrect/correct rollouts. Below the line, in italics: the controls, the baseline a "
+        "teacher must beat.", "dim")
+    return Group(decisive, every, effect, notes)
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:
+    # no edge padding: the widest table must fit 80 columns
     table = Table(title=title, title_justify="left", header_style="bold", padding=(0, 1),
-                  box=SIMPLE_HEAD)
+                  box=SIMPLE_HEAD, pad_edge=False)
     for col in ("teacher", "on", *columns):
         table.add_column(col, justify="left" if col in ("teacher", "on") else "right",
                          no_wrap=True)
     return table
 
 
-def _cells(row: dict[str, Any]) -> list[str | Text]:
-    shares = "/".join("∅" if row[k] is None else f"{100 * row[k]:.0f}"
-                      for k in ("helps", "hurts", "neutral"))
-    return [
-        Text(row["teacher"], "italic" if row["is_control"] else "bold"),
-        row["correctness"][:3],
-        fmt_interval(row["cos"], row["cos_lo"], row["cos_hi"]),
-        fmt_interval(row["beyond"], row["beyond_lo"], row["beyond_hi"]),
-        fmt_interval(row["gain"], row["gain_lo"], row["gain_hi"]),
-        fmt_interval(row["advantage"], row["advantage_lo"], row["advantage_hi"]),
-        shares,
-        "∅" if row["n"] is None else f"{row['n']:,}",
-        "∅" if row["null_share"] is None else f"{row['null_share']:.0%}",
-    ]
+def _interval(row: dict[str, Any], prefix: str, unit: float = 1.0) -> str:
+    """Scores in two decimals (alignment units); gain and advantage (`unit` 100) in
+    percentage points with one."""
+    values = [None if row[k] is None else unit * row[k]
+              for k in (prefix, f"{prefix}_lo", f"{prefix}_hi")]
+    return fmt_fixed(*values, digits=2 if unit == 1.0 else 1)
+
+
+def _count(n: int | None) -> str:
+    return "∅" if n is None else f"{n:,}"
+
+
+def _percent(share: float | None) -> str:
+    return "∅" if share is None else f"{share:.0%}"
+
+
+def _shares(row: dict[str, Any]) -> str:
+    return "/".join("∅" if row[k] is None else f"{100 * row[k]:.0f}"
+                    for k in ("helps", "hurts", "neutral"))

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from opd_tui import actions
 from opd_tui.queries import Query, QueryError, fetch_questions, questions_query
-from opd_tui.render import fmt, visible_token
+from opd_tui.render import fmt, safe_text, visible_token
 from opd_tui.screens.base import OpdScreen
 
 PAGE = 1000
@@ -21,14 +21,19 @@ PAGE = 1000
 class QuestionsScreen(OpdScreen):
     scope = "questions"
     BINDINGS = actions.bindings("questions")
-    HELP = ("One row per question: accuracy over its rollouts, hurt tokens (non-control "
-            "teachers, selected signal), mean plain alignment per teacher, best teacher. "
-            "o sorts by the cursor's column (again: descending). f or / focuses the filter: a "
-            "DuckDB expression over the columns, e.g. accuracy < 0.5 AND hurts > 3; Enter "
+    HELP = ("One row per question: accuracy over its rollouts, n_decisive (decisive nodes: "
+            "stakes >= tau), and per teacher, for the selected signal, edge_<teacher> (mean edge "
+            "over the question's decisive nodes: alignment beyond what sharpening alone earns, "
+            "in [-2, 2]) and hurts_<teacher> (that teacher's nodes labelled hurts; controls have "
+            "an edge column only, the baseline), the best teacher (highest mean edge at decisive "
+            "nodes) and the question text (the cursor row's in full below the table). o sorts by "
+            "the cursor's column (again: descending). f or / focuses the filter: a DuckDB "
+            "expression over the columns, e.g. accuracy < 0.5 AND hurts_strong > 3; Enter "
             "applies it, errors show below it. Enter on a row opens its rollouts.")
     DEFAULT_CSS = """
     QuestionsScreen #filter { height: 3; }
     QuestionsScreen #filter-error { height: auto; color: $error; }
+    QuestionsScreen #question-text { height: auto; max-height: 2; color: $text-muted; }
     QuestionsScreen DataTable { height: 1fr; }
     """
 
@@ -46,6 +51,7 @@ class QuestionsScreen(OpdScreen):
                     id="filter")
         yield Static("", id="filter-error")
         yield DataTable(id="questions", cursor_type="cell", zebra_stripes=True)
+        yield Static("", id="question-text")
         yield from self.compose_chrome()
 
     def on_mount(self) -> None:
@@ -58,9 +64,11 @@ class QuestionsScreen(OpdScreen):
 
     def _query(self, offset: int) -> Query:
         app = self.opd
-        return questions_query(app.info.teacher_names, app.signal, where=self.where,
-                               order_by=self.order_by, descending=self.descending, limit=PAGE,
-                               offset=offset, summary=not app.db.live)
+        controls = [t["teacher"] for t in app.info.teachers if t["is_control"]]
+        return questions_query(app.info.teacher_names, app.signal, controls=controls,
+                               where=self.where, order_by=self.order_by,
+                               descending=self.descending, limit=PAGE, offset=offset,
+                               summary=not app.db.live)
 
     def refetch(self) -> None:
         """Sort, filter or selection changed: reload from the first page."""
@@ -96,6 +104,7 @@ class QuestionsScreen(OpdScreen):
         self._append(frame)
         if frame.height:
             table.cursor_coordinate = table.validate_cursor_coordinate(cursor)
+        self._show_question_text(table.cursor_coordinate.row)
 
     def _append(self, page: pl.DataFrame) -> None:
         self.frame = pl.concat([self.frame, page]) if self.frame.width else page
@@ -106,8 +115,17 @@ class QuestionsScreen(OpdScreen):
         self.update_status(note)
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        self._show_question_text(event.coordinate.row)
         if event.coordinate.row >= self.frame.height - 1:
             self.next_page()
+
+    def _show_question_text(self, row: int) -> None:
+        """The cursor row's question in full (the column is cut to 32 cells)."""
+        text = Text()
+        if 0 <= row < self.frame.height and "question" in self.frame.columns:
+            text.append(f"{self.frame['question_id'][row]}: ", "bold")
+            text.append(safe_text(self.frame["question"][row], 400).replace("\n", " ⏎ "))
+        self.query_one("#question-text", Static).update(text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.where = event.value.strip()

@@ -54,18 +54,18 @@ def layer_paint(layer: Layer, tokens: pl.DataFrame, layers: pl.DataFrame,
         if pos in index:
             values[index[pos]] = value
     labels: list[str | None] = [None] * n
-    label_col = layer.label_column or "label"
-    for pos, label in zip(layers["pos"].to_list(), layers[label_col].to_list(), strict=True):
+    for pos, label in zip(layers["pos"].to_list(), layers[layer.label_column].to_list(),
+                          strict=True):
         if pos in index:
             labels[index[pos]] = label
     if layer.kind == "categorical":
         order = {t: i for i, t in enumerate(teachers)}
         styles = [categorical(order.get(v, -1)) if v is not None else None for v in values]
     elif layer.kind == "sequential":
-        scale = 1.0 if layer.id == "s_sampled" else quantile_scale(values)
+        scale = layer.scale or quantile_scale(values)
         styles = [sequential(v, scale) for v in values]
     else:
-        scale = 1.0 if layer.id in ("align", "beyond") else quantile_scale(values)
+        scale = layer.scale or quantile_scale(values)
         styles = [diverging(v, scale) for v in values]
     return styles, [marker_glyph(lb) for lb in labels]
 
@@ -104,12 +104,19 @@ def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFr
 class RolloutScreen(OpdScreen):
     scope = "rollout"
     BINDINGS = actions.bindings("rollout")
-    HELP = ("The rollout's tokens, coloured by the active layer (c cycles): blue helps / "
-            "positive, orange-red hurts / negative, uncoloured tokens were not probed. ⁺ and an "
-            "underline mark tokens labelled helps, ⁻ hurts (interval excludes 0) for the "
-            "selected teacher and signal, in any colour mode. ␣ ⏎ ⇥ are whitespace, <...> "
-            "special tokens, \\xNN undecodable bytes. The inspector shows the cursor token's "
-            "candidates (▸ = sampled), every teacher x signal score and the controls.")
+    HELP = ("The rollout's tokens, coloured by the active layer (c cycles; default: edge, "
+            "cos - cos_sharp, the alignment beyond what sharpening alone earns, scaled over "
+            "[-2, 2]): blue helps / positive, orange-red hurts / negative, uncoloured tokens were "
+            "not probed. ⁺ and an underline mark tokens labelled helps, ⁻ hurts for the selected "
+            "teacher and signal (edge labels; the cos and beyond layers show their own): only a "
+            "decisive node (stakes >= tau) whose interval lies beyond +-epsilon is labelled, in "
+            "any colour mode. ␣ ⏎ ⇥ are whitespace, <...> special tokens, \\xNN undecodable "
+            "bytes. The inspector shows the cursor token's stakes (decisive or not), its "
+            "candidates (▸ = sampled, + = plausible: in C+, which stakes spreads over; S with "
+            "s/N), every teacher x signal edge with its interval and label, beyond sharpening "
+            "with the residual shares it needs (or why it is NULL), the best teacher with its "
+            "confidence or why there is none, and the controls. Tab focuses the inspector "
+            "(arrows scroll it).")
     DEFAULT_CSS = """
     RolloutScreen #title { height: 1; background: $boost; }
     RolloutScreen #search { display: none; }
@@ -117,8 +124,9 @@ class RolloutScreen(OpdScreen):
     RolloutScreen #split { height: 1fr; layout: horizontal; }
     RolloutScreen #split.narrow { layout: vertical; }
     RolloutScreen TokenView { width: 1fr; height: 1fr; }
-    RolloutScreen Inspector { width: 1fr; height: 1fr; }
-    RolloutScreen #split.narrow Inspector { border-left: none; border-top: solid $primary; }
+    RolloutScreen Inspector { width: 84; height: 1fr; }
+    RolloutScreen #split.narrow Inspector { width: 1fr; border-left: none;
+                                            border-top: solid $primary; }
     """
 
     def __init__(self, question_id: str, rollout: int, pos: int = 0) -> None:
@@ -263,7 +271,7 @@ class RolloutScreen(OpdScreen):
         if not self.token_frame.height or index >= self.token_frame.height:
             return
         pos = self._pos_at(index)
-        q, r, teachers = self.question_id, self.rollout, self.opd.info.teacher_names
+        q, r, teachers = self.question_id, self.rollout, self.opd.info.non_control
         self.queries = self.queries[:2] + [node_query(q, r, pos), node_scores_query(q, r, pos)]
         self.load("inspector", lambda cur: node_detail(cur, q, r, pos, teachers),
                   self._show_detail,
@@ -271,8 +279,9 @@ class RolloutScreen(OpdScreen):
 
     def _show_detail(self, detail: NodeDetail) -> None:
         self.detail = detail
+        info = self.opd.info
         self.query_one(Inspector).show(
-            node_renderable(detail, self.opd.info.teacher_names, self.show_texts))
+            node_renderable(detail, info.non_control, self.show_texts, info.rules, info.levels))
 
     # -- actions --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -11,7 +12,14 @@ from textual.containers import ScrollableContainer
 from textual.widgets import Static
 
 from opd_tui.queries import NodeDetail
-from opd_tui.render import compact, fmt, fmt_interval, safe_text, visible_token
+from opd_tui.render import (
+    compact,
+    fmt,
+    fmt_fixed,
+    marker_glyph,
+    safe_text,
+    visible_token,
+)
 
 LABEL_STYLE = {"helps": "bold blue", "hurts": "bold red", "neutral": "dim"}
 
@@ -24,7 +32,64 @@ def _short(name: str, width: int = 8) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool) -> RenderableType:
+def _title(text: str) -> Text:
+    """A table title as its own line: it wraps at the panel's width, not the table's."""
+    return Text(text, "bold")
+
+
+def _table() -> Table:
+    return Table(box=None, padding=(0, 1, 0, 0), header_style="bold", expand=False)
+
+
+def _level(levels: dict[str, float] | None, key: str, default: float) -> str:
+    return f"{100 * (levels or {}).get(key, default):.0f}%"
+
+
+def _stakes_line(node: dict[str, Any], rules: dict[str, float]) -> Text:
+    """Stakes with its interval, and whether the node is decisive (labels need it)."""
+    tau = rules.get("tau_stakes", 0.1)
+    line = Text("stakes ")
+    stakes, lo, hi = node.get("stakes"), node.get("stakes_lo"), node.get("stakes_hi")
+    line.append(_prob(stakes) + ("" if stakes is None or lo is None or hi is None
+                                 else f"[{_prob(lo)},{_prob(hi)}]"), "bold")
+    decisive = node.get("decisive")
+    if decisive is None:
+        line.append("  decisive ∅", "dim")
+    elif decisive:
+        line.append(f"  DECISIVE (>= {tau:g})", "bold")
+    else:
+        line.append(f"  not decisive (< {tau:g}): no helps/hurts here", "dim")
+    n_plausible = node.get("n_plausible")
+    line.append(f"   |C+| {'∅' if n_plausible is None else n_plausible}")
+    return line
+
+
+def _best_line(node: dict[str, Any]) -> Text:
+    """The confident best teacher with its draw share and margin, or why there is none."""
+    line = Text("best teacher ")
+    prob = f"p {fmt(node.get('best_prob'), 2, False)}, margin {fmt(node.get('best_margin'), 2)}"
+    if node.get("best_teacher"):
+        line.append(str(node["best_teacher"]), "bold")
+        line.append(f" ({prob})")
+    elif node.get("best_reason"):
+        line.append("∅", "dim")
+        line.append(f" ({node['best_reason']}", "italic")
+        line.append(f"; leader {prob})" if node.get("best_prob") is not None else ")")
+    elif node.get("null_reason"):
+        line.append(f"∅ ({node['null_reason']})", "dim")
+    else:
+        line.append("∅", "dim")
+    return line
+
+
+def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool,
+                    rules: dict[str, float] | None = None,
+                    levels: dict[str, float] | None = None) -> RenderableType:
+    """Everything stored about the cursor token's node, laid out to fit ~80 columns.
+
+    `teachers` name the q columns of the candidate table (the non-control ones: they decide
+    C+); `rules` and `levels` are meta score_rules and interval_levels (RunInfo)."""
+    rules = rules or {}
     node: dict[str, Any] = detail.node
     token = visible_token(node.get("token_text"), max_cells=40)
     head = Text.assemble(
@@ -38,57 +103,24 @@ def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool) -
     parts.append(Text(
         f"V̂ {fmt(node.get('v_hat'), 3, signed=False)}   value change "
         f"{fmt(node.get('value_change'))}   m_s {fmt(node.get('m_s'), 2, signed=False)}   "
-        f"|C| {node.get('n_candidates')}  N {node.get('n_cont')}\n"
-        f"best teacher {node.get('best_teacher') or '∅'} (p {fmt(node.get('best_prob'), 2, False)})"
+        f"|C| {node.get('n_candidates')}  N {node.get('n_cont')}"
         + (f"   NULL: {node.get('null_reason')}" if node.get("null_reason") else "")
     ))
-    cands = Table(title="candidates", title_justify="left", expand=False, padding=(0, 1),
-                  box=None, header_style="bold")
-    for col in ("tok", "p", *(f"q {_short(t, 6)}" for t in teachers), "S [5%,95%]", "N", "g"):
-        cands.add_column(col, justify="left" if col == "tok" else "right", no_wrap=True)
-    for row in detail.candidates.iter_rows(named=True):
-        tok = Text(("▸" if row["is_sampled"] else " ") + visible_token(row["token_text"], None,
-                                                                        max_cells=12))
-        qs = [fmt(row.get(f"q_{t}"), 3, False) for t in teachers]
-        cands.add_row(
-            tok, fmt(row["p"], 3, False), *qs,
-            f"{fmt(row['s_hat'], 2, False)} [{fmt(row['s_lo'], 2, False)},"
-            f"{fmt(row['s_hi'], 2, False)}]",
-            str(row["n"]), fmt(row["g"], 3),
-        )
-    parts.append(cands)
-    scores = Table(title="alignment per teacher x signal (beyond: exact split for rkl only)",
-                   title_justify="left", box=None, padding=(0, 1), header_style="bold")
-    for col in ("teacher", "sig", "cos [5,95]", "", "beyond [5,95]", "", "gain", "adv"):
-        scores.add_column(col, justify="left" if col in ("teacher", "sig", "") else "right",
-                          no_wrap=True)
-    was_control = False
-    for row in detail.scores.iter_rows(named=True):
-        if row["is_control"] and not was_control:
-            scores.add_section()
-            was_control = True
-        name = _short(row["teacher"], 12) + (" ctl" if row["is_control"] else "")
-        scores.add_row(
-            name, row["signal"],
-            fmt_interval(row["cos"], row["cos_lo"], row["cos_hi"]), _label(row["label"]),
-            fmt_interval(row["beyond"], row["beyond_lo"], row["beyond_hi"]),
-            _label(row["label_beyond"]), compact(row["gain"]), compact(row["advantage"]),
-        )
-    parts.append(scores)
-    proxies = Table(title="proxies (controls = baseline)", title_justify="left", box=None,
-                    padding=(0, 1), header_style="bold")
-    for col in ("teacher", "KL(p||q)", "H(q)", "teachab.", "rank y"):
-        proxies.add_column(col, justify="left" if col == "teacher" else "right",
-                           no_wrap=True)
-    seen: set[str] = set()
-    for row in detail.scores.iter_rows(named=True):
-        if row["teacher"] in seen:
-            continue
-        seen.add(row["teacher"])
-        proxies.add_row(_short(row["teacher"], 12), fmt(row["kl_pq"], 3, False),
-                        fmt(row["teacher_entropy"], 2, False), fmt(row["teachability"], 2, False),
-                        str(row["sampled_rank"]))
-    parts.append(proxies)
+    parts.append(_stakes_line(node, rules))
+    parts.append(_best_line(node))
+    rho = rules.get("rho", 0.05)
+    parts += [
+        _title("candidates (▸ sampled; C+ +: plausible, the set stakes spreads over)"),
+        _candidates(detail, teachers, levels),
+        _title("edge = cos - cos_sharp per teacher x signal (labels only at decisive nodes; "
+               "cos ⁺/⁻: its own label; controls in italics, last)"),
+        _scores(detail, levels),
+        _title(f"beyond sharpening (secondary): needs |Pg|²/|g|² and |Pd|²/|d|² >= {rho:g}; "
+               f"here |Pg|²/|g|² = {fmt(node.get('g_residual_share'), 3, False)}"),
+        _beyond(detail),
+        _title("proxies (controls = baseline)"),
+        _proxies(detail),
+    ]
     if show_texts:
         for row in detail.candidates.iter_rows(named=True):
             tok = visible_token(row["token_text"], None, max_cells=16)
@@ -101,12 +133,114 @@ def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool) -
     return Group(*parts)
 
 
+def _prob(x: float | None) -> str:
+    """A probability in two decimals without the leading zero: .92, 1.00, ∅."""
+    if x is None:
+        return "∅"
+    if 0 < x < 0.01:  # below the plausibility threshold pi: do not round it up to .01
+        return f"{x:.3f}"[1:]
+    text = f"{x:.2f}"
+    return text[1:] if text.startswith("0.") else text
+
+
+def _candidates(detail: NodeDetail, teachers: list[str],
+                levels: dict[str, float] | None) -> Table:
+    """Token (▸ sampled), C+ mark, p, each teacher's q, S with interval and s/N, g."""
+    cands = _table()
+    heads = ("tok", "C+", "p", *(f"q\n{_short(t, 6)}" for t in teachers),
+             f"S [{_level(levels, 's', 0.9)}]", "s/N", "g")
+    for col in heads:
+        cands.add_column(col, justify="left" if col in ("tok", "C+") else "right", no_wrap=True)
+    for row in detail.candidates.iter_rows(named=True):
+        tok = Text(("▸" if row["is_sampled"] else " ") + visible_token(row["token_text"], None,
+                                                                        max_cells=12))
+        plausible = row.get("plausible")
+        s_n = f"{row['s']}/{row['n']}" if row["n"] is not None else "∅"
+        if row.get("deterministic"):
+            s_n += " det"
+        elif row.get("n_unverifiable"):
+            s_n += f" +{row['n_unverifiable']}?"
+        cands.add_row(
+            tok, "∅" if plausible is None else ("+" if plausible else ""), _prob(row["p"]),
+            *(_prob(row.get(f"q_{t}")) for t in teachers),
+            f"{_prob(row['s_hat'])}[{_prob(row['s_lo'])},{_prob(row['s_hi'])}]",
+            s_n, compact(row["g"]),
+        )
+    return cands
+
+
+def _teacher_cell(row: dict[str, Any]) -> Text:
+    """Controls in italics below a section line (no colour needed: NO_COLOR keeps both)."""
+    return Text(_short(row["teacher"], 14), "italic" if row["is_control"] else "")
+
+
+def _controls_last(table: Table, detail: NodeDetail) -> Iterator[dict[str, Any]]:
+    """The node's score rows (controls come last), with a section line before the controls."""
+    was_control = False
+    for row in detail.scores.iter_rows(named=True):
+        if row["is_control"] and not was_control:
+            table.add_section()
+            was_control = True
+        yield row
+
+
+def _scores(detail: NodeDetail, levels: dict[str, float] | None) -> Table:
+    """The headline per teacher x signal: edge with interval and label, then cos, gain, adv."""
+    scores = _table()
+    cols = ("teacher", "sig", f"edge [{_level(levels, 'edge', 0.95)}]", "label", "cos", "gain",
+            "adv")
+    for col in cols:
+        scores.add_column(col, justify="left" if col in ("teacher", "sig", "label") else "right",
+                          no_wrap=True)
+    for row in _controls_last(scores, detail):
+        scores.add_row(
+            _teacher_cell(row), row["signal"],
+            fmt_fixed(row["edge"], row["edge_lo"], row["edge_hi"]), _label(row["label_edge"]),
+            fmt_fixed(row["cos"]) + marker_glyph(row["label"]), compact(row["gain"]),
+            compact(row["advantage"]),
+        )
+    return scores
+
+
+def _beyond(detail: NodeDetail) -> Table:
+    """Beyond sharpening (secondary) with the residual shares that condition it, or why NULL."""
+    table = _table()
+    for col in ("teacher", "sig", "beyond", "label", "|Pd|²/|d|²", "NULL reason"):
+        table.add_column(col, justify="right" if col in ("beyond", "|Pd|²/|d|²") else "left",
+                         no_wrap=True)
+    for row in _controls_last(table, detail):
+        reason = row["null_reason"] if row["beyond"] is None else None
+        table.add_row(
+            _teacher_cell(row), row["signal"],
+            fmt_fixed(row["beyond"], row["beyond_lo"], row["beyond_hi"]),
+            _label(row["label_beyond"]), fmt(row["d_residual_share"], 3, False),
+            Text(reason or "", "italic"),
+        )
+    return table
+
+
+def _proxies(detail: NodeDetail) -> Table:
+    proxies = _table()
+    for col in ("teacher", "KL(p||q)", "H(q)", "teachab.", "rank y"):
+        proxies.add_column(col, justify="left" if col == "teacher" else "right",
+                           no_wrap=True)
+    seen: set[str] = set()
+    for row in detail.scores.iter_rows(named=True):
+        if row["teacher"] in seen:
+            continue
+        seen.add(row["teacher"])
+        proxies.add_row(_short(row["teacher"], 12), fmt(row["kl_pq"], 3, False),
+                        fmt(row["teacher_entropy"], 2, False), fmt(row["teachability"], 2, False),
+                        str(row["sampled_rank"]))
+    return proxies
+
+
 class Inspector(ScrollableContainer):
     """Scrollable panel holding the rendering of the cursor token's node."""
 
     DEFAULT_CSS = """
     Inspector { width: 1fr; min-width: 30; border-left: solid $primary-darken-2; }
-    Inspector > Static { width: 100; }
+    Inspector > Static { width: 100%; min-width: 76; }
     """
 
     def compose(self):  # type: ignore[no-untyped-def]
