@@ -53,6 +53,34 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class DerivedConfig:
+    """Contexts the engine derives from the run (placeholders in teacher prompts)."""
+
+    few_shot: int = 0  # {few_shot}: this many worked examples of other questions (seeded)
+    few_shot_template: str = "Question: {question}\nSolution: {solution}"
+    contrastive_missing: str = "solution"  # no such rollout: "solution" (reference) | "skip"
+    contrastive_after: str = ""  # show only the text after the last marker (e.g. "</think>")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """A generated context: a model writes a text once per question, placeholder {name}."""
+
+    name: str
+    model: str  # "student" or a model path
+    prompt: str
+    chat_template: bool = False
+    system_prompt: str = ""
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    answer_after: str = ""  # keep only the text after the last marker (e.g. "</think>")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     path: str
     preset: str = "plain"
@@ -154,6 +182,8 @@ class RunConfig:
     dtype: str
     student: StudentConfig
     teachers: tuple[TeacherConfig, ...]
+    derived: DerivedConfig
+    contexts: tuple[ContextConfig, ...]
     data: DataConfig
     verifier: VerifierConfig
     sampling: SamplingConfig
@@ -203,6 +233,13 @@ class RunConfig:
         d["data"]["path"] = portable(d["data"]["path"])
         for t in d["teachers"]:
             t["model"] = portable(t["model"]) if t["model"] else ""
+        for c in d["contexts"]:
+            c["model"] = c["model"] if c["model"] == "student" else portable(c["model"])
+        # a config that uses neither feature hashes as it did before they existed
+        if not d["contexts"]:
+            d.pop("contexts")
+        if self.derived == DerivedConfig():
+            d.pop("derived")
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -237,11 +274,24 @@ _SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256),
                "question_batch": (int, 8)},
     "param_check": {"nodes": (int, 0), "groups": (list, [])},
+    "derived": {"few_shot": (int, 0),
+                "few_shot_template": (str, "Question: {question}\nSolution: {solution}"),
+                "contrastive_missing": (str, "solution"), "contrastive_after": (str, "")},
 }
+_ARRAYS = ("teachers", "contexts")
+"""Top-level arrays of tables: [[teachers]], [[contexts]]."""
 _TEACHER_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "name": (str, ...), "kind": (str, ...), "model": (str, ""), "prompt": (str, "{question}"),
     "temperature": ((int, float), 1.0), "description": (str, ""),
 }
+_CONTEXT_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "name": (str, ...), "model": (str, ...), "prompt": (str, ...), "chat_template": (bool, False),
+    "system_prompt": (str, ""), "chat_template_kwargs": (dict, {}), "answer_after": (str, ""),
+    "temperature": ((int, float), 1.0), "top_p": ((int, float), 1.0), "top_k": (int, 0),
+    "max_new_tokens": (int, 256), "seed": (int, 0),
+}
+DERIVED_FIELDS = ("few_shot", "contrastive_correct", "contrastive_incorrect")
+"""Placeholders the engine fills (engine.contexts); [[contexts]] names may not take them."""
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a table",
                list: "a list", (int, float): "a number"}
 _STRATEGY = re.compile(r"^(all|adaptive|stride:[1-9]\d*|entropy:[1-9]\d*)$")
@@ -263,7 +313,7 @@ def _section(raw: dict[str, Any], name: str, problems: list[str]) -> dict[str, A
         return {k: d for k, (_, d) in spec.items() if d is not ...}
     out: dict[str, Any] = {}
     for key, value in table.items():
-        if name == "" and (key in _SECTIONS or key == "teachers"):
+        if name == "" and (key in _SECTIONS or key in _ARRAYS):
             continue
         if key not in spec:
             known = ", ".join(spec)
@@ -319,9 +369,9 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
                      data_override: str | None = None) -> RunConfig:
     problems: list[str] = []
     for key in raw:
-        if key not in _SECTIONS[""] and key not in _SECTIONS and key != "teachers":
+        if key not in _SECTIONS[""] and key not in _SECTIONS and key not in _ARRAYS:
             problems.append(f"top level: unknown key or table '{key}' (known: "
-                            f"{', '.join([*_SECTIONS[''], *list(_SECTIONS)[1:], 'teachers'])})")
+                            f"{', '.join([*_SECTIONS[''], *list(_SECTIONS)[1:], *_ARRAYS])})")
     s = {name: _section(raw, name, problems) for name in _SECTIONS}
     top = s[""]
 
@@ -416,22 +466,9 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
     names: set[str] = set()
     for i, t in enumerate(raw_teachers):
         where = f"[[teachers]] #{i + 1}"
-        if not isinstance(t, dict):
-            problems.append(f"{where} must be a table")
+        tv = _array_item(t, _TEACHER_KEYS, where, problems)
+        if tv is None:
             continue
-        tv: dict[str, Any] = {}
-        for key, value in t.items():
-            if key not in _TEACHER_KEYS:
-                problems.append(f"{where}: unknown key '{key}' (known: {', '.join(_TEACHER_KEYS)})")
-            elif not _typed(value, _TEACHER_KEYS[key][0]):
-                problems.append(f"{where}: '{key}' must be {_TYPE_NAMES[_TEACHER_KEYS[key][0]]}")
-            else:
-                tv[key] = value
-        for key, (_, default) in _TEACHER_KEYS.items():
-            if key not in tv:
-                if default is ... and key not in t:
-                    problems.append(f"{where}: '{key}' is required")
-                tv[key] = "" if default is ... else default
         name = tv["name"]
         if name:
             where = f"teacher '{name}'"
@@ -457,6 +494,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
                                       float(tv["temperature"]), tv["description"]))
     if not teachers:
         problems.append("no teachers: add at least one [[teachers]] table (kind = external | self)")
+    derived = _derived(s["derived"], problems)
+    contexts = _contexts(raw.get("contexts", []), base, dt["fields"], problems)
 
     if problems:
         raise ConfigError(problems)
@@ -469,6 +508,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
         student=StudentConfig(st["model"], st["prompt"], st["chat_template"], st["system_prompt"],
                               dict(st["chat_template_kwargs"])),
         teachers=tuple(teachers),
+        derived=derived,
+        contexts=contexts,
         data=DataConfig(dt["path"], dt["preset"], dict(dt["fields"]), dt["limit"]),
         verifier=VerifierConfig(vf["kind"], vf["callable"], float(vf["timeout_s"]),
                                 vf["answer_after"]),
@@ -489,6 +530,77 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml:
         param_check=ParamCheckConfig(pc["nodes"], tuple(pc["groups"])),
         raw_toml=raw_toml,
     )
+
+
+def _array_item(item: Any, keys: dict[str, tuple[type | tuple[type, ...], Any]], where: str,
+                problems: list[str]) -> dict[str, Any] | None:
+    """One table of a [[...]] array: known keys of the right type, defaults filled in."""
+    if not isinstance(item, dict):
+        problems.append(f"{where} must be a table")
+        return None
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key not in keys:
+            problems.append(f"{where}: unknown key '{key}' (known: {', '.join(keys)})")
+        elif not _typed(value, keys[key][0]):
+            problems.append(f"{where}: '{key}' must be {_TYPE_NAMES[keys[key][0]]}")
+        else:
+            out[key] = value
+    for key, (_, default) in keys.items():
+        if key not in out:
+            if default is ... and key not in item:
+                problems.append(f"{where}: '{key}' is required")
+            out[key] = "" if default is ... else default
+    return out
+
+
+def _derived(dv: dict[str, Any], problems: list[str]) -> DerivedConfig:
+    _check_range(problems, "[derived]", dv["few_shot"] >= 0, "few_shot must be >= 0 (0 = off)")
+    _check_range(problems, "[derived]", dv["contrastive_missing"] in ("solution", "skip"),
+                 "contrastive_missing must be 'solution' (use the reference solution) or 'skip' "
+                 f"(the teacher is NULL at that rollout), got {dv['contrastive_missing']!r}")
+    problems.extend(_check_template(dv["few_shot_template"], "[derived] few_shot_template", {}))
+    return DerivedConfig(dv["few_shot"], dv["few_shot_template"], dv["contrastive_missing"],
+                         dv["contrastive_after"])
+
+
+def _contexts(raw: Any, base: Path, fields: dict[str, str], problems: list[str]
+              ) -> tuple[ContextConfig, ...]:
+    """[[contexts]]: generated texts, one per question, each a placeholder named after it."""
+    if not isinstance(raw, list):
+        problems.append("contexts must be an array of tables: [[contexts]]")
+        return ()
+    out: list[ContextConfig] = []
+    seen: set[str] = set()
+    for i, c in enumerate(raw):
+        cv = _array_item(c, _CONTEXT_KEYS, f"[[contexts]] #{i + 1}", problems)
+        if cv is None:
+            continue
+        where = f"context '{cv['name']}'" if cv["name"] else f"[[contexts]] #{i + 1}"
+        if cv["name"]:
+            if not cv["name"].isidentifier():
+                problems.append(f"{where}: name must be a placeholder name (letters, digits, _), "
+                                "it is used as {" + cv["name"] + "} in teacher prompts")
+            if cv["name"] in seen or cv["name"] in DERIVED_FIELDS:
+                problems.append(f"{where}: duplicate or reserved name (reserved: "
+                                f"{', '.join(DERIVED_FIELDS)})")
+            seen.add(cv["name"])
+        if cv["model"] and cv["model"] != "student":
+            cv["model"] = _resolve(base, cv["model"])
+            _check_model_path(problems, where, cv["model"])
+        _check_range(problems, where, cv["temperature"] > 0, "temperature must be > 0")
+        _check_range(problems, where, 0 < cv["top_p"] <= 1, "top_p must be in (0, 1]")
+        _check_range(problems, where, cv["top_k"] >= 0, "top_k must be >= 0 (0 = off)")
+        _check_range(problems, where, cv["max_new_tokens"] >= 1, "max_new_tokens must be >= 1")
+        if not cv["chat_template"] and (cv["system_prompt"] or cv["chat_template_kwargs"]):
+            problems.append(f"{where}: system_prompt and chat_template_kwargs apply only with "
+                            "chat_template = true; set it or remove them")
+        problems.extend(_check_template(cv["prompt"], f"{where} prompt", fields))
+        out.append(ContextConfig(
+            cv["name"], cv["model"], cv["prompt"], cv["chat_template"], cv["system_prompt"],
+            dict(cv["chat_template_kwargs"]), cv["answer_after"], float(cv["temperature"]),
+            float(cv["top_p"]), cv["top_k"], cv["max_new_tokens"], cv["seed"]))
+    return tuple(out)
 
 
 def _check_template(template: str, where: str, mapping: dict[str, str]) -> list[str]:

@@ -24,13 +24,22 @@ class PreflightError(Exception):
 
 def check_templates(cfg: RunConfig, questions: Sequence[Question]) -> list[str]:
     """Every placeholder names a field some question has, and renders on every question."""
+    from engine.contexts import placeholders, with_fields
     from engine.prompts import TemplateError, render_template, template_fields
 
     problems: list[str] = []
-    available = sorted({k for q in questions for k, v in q.fields.items() if v is not None})
-    templates = [("[student] prompt", cfg.student.prompt)] + [
-        (f"teacher {t.name!r} prompt", t.prompt) for t in cfg.teachers]
-    for where, template in templates:
+    fields = sorted({k for q in questions for k, v in q.fields.items() if v is not None})
+    filled = placeholders(cfg)  # the engine fills these: stand-in text to test the rendering
+    stand_in = {name: "(context)" for name in filled}
+    per_question = ["few_shot"] if cfg.derived.few_shot else []
+    templates = [("[student] prompt", cfg.student.prompt, [*fields, *per_question])] + [
+        (f"teacher {t.name!r} prompt", t.prompt, [*fields, *sorted(filled)])
+        for t in cfg.teachers] + [
+        (f"context {c.name!r} prompt", c.prompt, [*fields, *per_question])
+        for c in cfg.contexts]
+    if cfg.derived.few_shot:
+        templates.append(("[derived] few_shot_template", cfg.derived.few_shot_template, fields))
+    for where, template, available in templates:
         try:
             names = template_fields(template)
         except TemplateError as e:
@@ -40,12 +49,13 @@ def check_templates(cfg: RunConfig, questions: Sequence[Question]) -> list[str]:
         if unknown:
             problems.append(
                 f"{where}: unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}: no "
-                f"field of the dataset has that name; fields available: "
+                f"field of the dataset or context has that name ({{few_shot}} needs [derived] "
+                f"few_shot >= 1, {{name}} a [[contexts]] entry); fields available: "
                 f"{', '.join('{' + a + '}' for a in available)}")
             continue
         for q in questions:
             try:
-                render_template(template, q)
+                render_template(template, with_fields(q, stand_in))
             except TemplateError as e:
                 problems.append(f"{where}: {e}")
                 break

@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-PURPOSES = ("rollout", "branch", "value", "bootstrap")
+PURPOSES = ("rollout", "branch", "value", "bootstrap", "few_shot", "context")
 _MASK64 = (1 << 64) - 1
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import torch
 
 from engine import __version__, maths, schema, store
+from engine import contexts as ctx
 from engine.config import RunConfig, TeacherConfig
 from engine.continuations import ContinuationResult, run_continuations
 from engine.datasets import Question, load_questions
@@ -58,6 +59,9 @@ class World:
     texts: TokenTexts
     teachers: tuple[TeacherConfig, ...]
     pool: ResidencyPool
+    writer: ctx.ContextWriter
+    dataset: list[Question] = field(default_factory=list)
+    """Every question of the data file: the pool few-shot examples come from."""
 
     def close(self) -> None:
         self.verifier.close()
@@ -83,12 +87,21 @@ def load_world(cfg: RunConfig) -> World:
         from engine.param_check import select_parameters
 
         select_parameters(student.model, cfg.param_check.groups)  # fail before any work
+    writers: dict[str, LoadedModel] = {"student": student}
+    for c in cfg.contexts:  # a context writer need not share the student's vocabulary
+        if c.model not in writers:
+            writers[c.model] = externals.get(c.model) or load_model(
+                c.model, device=device, dtype=dtype, name=f"context {c.name}")
     pool = ResidencyPool(cfg.memory.max_resident_models)
     if pool.limit:  # start with only the student resident
-        for lm in externals.values():
-            lm.offload()
+        for lm in {id(m): m for m in (*externals.values(), *writers.values())}.values():
+            if lm is not student:
+                lm.offload()
+    dataset = (load_questions(Path(cfg.data.path), preset=cfg.data.preset,
+                              fields=cfg.data.fields) if cfg.derived.few_shot else [])
     return World(cfg, student, externals, verifier, Sampler(s.temperature, s.top_p, s.top_k),
-                 eos_ids(student), TokenTexts(student.tokenizer), cfg.all_teachers, pool)
+                 eos_ids(student), TokenTexts(student.tokenizer), cfg.all_teachers, pool,
+                 ctx.ContextWriter(cfg.contexts, writers, pool), dataset)
 
 
 @dataclass
@@ -142,11 +155,21 @@ def _prompt(world: World, t: TeacherConfig | None, q: Question) -> tuple[str, li
 
 def render_all_prompts(world: World, questions: list[Question]) -> None:
     """Render every model's prompt for every question (chat templates included) before anything
-    is written, so a template that fails on question 900 fails the run at its start."""
+    is written, so a template that fails on question 900 fails the run at its start. Texts the
+    run writes later (generated contexts, other rollouts) are stood in for here."""
+    stand_in = {name: "(context)" for name in (*ctx.PER_ROLLOUT, *(c.name for c in
+                                                                  world.cfg.contexts))}
     for q in questions:
-        _prompt(world, None, q)
+        qf = ctx.with_fields(q, {**stand_in, **_derived_fields(world, q)})
+        _prompt(world, None, qf)
         for t in world.teachers:
-            _prompt(world, t, q)
+            _prompt(world, t, qf)
+
+
+def _derived_fields(world: World, q: Question) -> dict[str, str]:
+    """Per-question derived placeholders (few-shot examples)."""
+    d = world.cfg.derived
+    return {"few_shot": ctx.few_shot(q, world.dataset, d, world.cfg.seed)} if d.few_shot else {}
 
 
 @dataclass
@@ -156,42 +179,79 @@ class Seeded:
     student_text: str
     student_ids: list[int]
     teacher_prompts: dict[str, tuple[str, list[int]]]
+    """Prompts of the teachers that see the same context at every rollout."""
     sources: list[Source]
-    views: list[TeacherView]
+    views: list[list[TeacherView]]
+    """Per rollout, one view per teacher (a rollout-dependent teacher reads its own source)."""
     responses: list[list[int]]
     texts: list[str]
     verdicts: list[Any]
     hidden: list[list[Any]]
+    rollout_prompts: dict[tuple[int, str], tuple[str, list[int]] | None] = field(
+        default_factory=dict)
+    """(rollout, teacher) -> prompt of a rollout-dependent teacher; None: skipped there."""
+    generated: list[ctx.Generated] = field(default_factory=list)
+
+    def skipped(self, r: int) -> set[str]:
+        """Teachers without a context at rollout r (scores NULL, reason no_context)."""
+        return {name for (rr, name), p in self.rollout_prompts.items() if rr == r and p is None}
 
 
 def seed_question(world: World, q: Question, *, trunks: bool = True) -> Seeded:
     """Render every prompt, sample the G rollouts, verify them, run every model's trunk
     (`trunks=False` leaves that to `batch_trunks`, which visits each model once per batch)."""
     cfg = world.cfg
-    student_text, student_ids = _prompt(world, None, q)
-    teacher_prompts = {t.name: _prompt(world, t, q) for t in world.teachers}
+    fields = _derived_fields(world, q)
+    generated = world.writer.texts(q, fields)
+    qf = ctx.with_fields(q, {**fields, **{g.context: g.text for g in generated}})
+    student_text, student_ids = _prompt(world, None, qf)
+    per_rollout = [t for t in world.teachers if ctx.uses_rollout(t.prompt)]
+    teacher_prompts = {t.name: _prompt(world, t, qf) for t in world.teachers
+                       if t not in per_rollout}
 
-    # sources: (model, prompt) pairs whose hidden states are computed once per rollout
+    # sources: (model, prompt[, rollout]) whose hidden states are computed once per rollout
     sources: list[Source] = [Source(world.student, student_ids)]
-    src_index: dict[tuple[str, str], int] = {("", student_text): 0}
-    views: list[TeacherView] = []
-    for t in world.teachers:
-        key = (t.model, teacher_prompts[t.name][0])
+    src_index: dict[tuple[str, str, int | None], int] = {("", student_text, None): 0}
+
+    def source(t: TeacherConfig, prompt: tuple[str, list[int]], r: int | None) -> int:
+        key = (t.model, prompt[0], r)
         if key not in src_index:
             lm = world.externals[t.model] if t.model else world.student
             src_index[key] = len(sources)
-            sources.append(Source(lm, teacher_prompts[t.name][1]))
-        views.append(TeacherView(t, src_index[key], t.temperature))
+            sources.append(Source(lm, prompt[1], r))
+        return src_index[key]
+
+    shared = {t.name: TeacherView(t, source(t, teacher_prompts[t.name], None), t.temperature)
+              for t in world.teachers if t not in per_rollout}
     keys = np.array([sequence_key(cfg.seed, "rollout", q.id, r)
                      for r in range(cfg.sampling.rollouts)], dtype=np.uint64)
     with world.pool.use(world.student):
         responses = sample_rollouts(world.student, world.sampler, student_ids, keys,
                                     cfg.sampling.max_new_tokens, world.eos)
-    hidden = response_hidden(world.pool, sources, responses) if trunks else []
     texts = world.student.tokenizer.batch_decode(responses, skip_special_tokens=True)
     verdicts = world.verifier.verify_many(texts, q)
+
+    # rollout-dependent teachers (contrastive examples) once the verdicts are known
+    rollout_prompts: dict[tuple[int, str], tuple[str, list[int]] | None] = {}
+    views: list[list[TeacherView]] = []
+    correct = [v.correct for v in verdicts]
+    for r in range(len(responses)):
+        extra = ctx.rollout_fields(r, q, texts, correct, cfg.derived)
+        row = []
+        for t in world.teachers:
+            if t not in per_rollout:
+                row.append(shared[t.name])
+            elif extra is None:  # read as a control would be, then NULLed: see _null_skipped
+                rollout_prompts[(r, t.name)] = None
+                row.append(TeacherView(dataclasses.replace(t, is_control=True), 0, 1.0))
+            else:
+                prompt = _prompt(world, t, ctx.with_fields(qf, extra))
+                rollout_prompts[(r, t.name)] = prompt
+                row.append(TeacherView(t, source(t, prompt, r), t.temperature))
+        views.append(row)
+    hidden = response_hidden(world.pool, sources, responses) if trunks else []
     return Seeded(student_text, student_ids, teacher_prompts, sources, views, responses, texts,
-                  verdicts, hidden)
+                  verdicts, hidden, rollout_prompts, generated)
 
 
 def batch_trunks(world: World, batch: list[Seeded]) -> None:
@@ -229,7 +289,7 @@ def plan_nodes(world: World, seeded: Seeded, r: int) -> NodePlan:
     """Candidate sets for every position, then the nodes the strategy and budget select."""
     cfg = world.cfg
     resp = seeded.responses[r]
-    scorer = Scorer(world.student, seeded.sources, seeded.hidden[r], seeded.views, cfg.sampling,
+    scorer = Scorer(world.student, seeded.sources, seeded.hidden[r], seeded.views[r], cfg.sampling,
                     cfg.signals, cfg.candidates, cfg.memory.score_chunk, resp,
                     cfg.controls.sharpened_temperature)
     sp = scorer.student_pass()
@@ -257,8 +317,14 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
     for name, (text, ids) in seeded.teacher_prompts.items():
         rows.add("teacher_prompts", question_id=q.id, teacher=name, prompt=text,
                  n_prompt_tokens=len(ids))
+    for (r, name), prompt in sorted(seeded.rollout_prompts.items()):
+        rows.add("rollout_prompts", question_id=q.id, rollout=r, teacher=name,
+                 prompt=None if prompt is None else prompt[0],
+                 n_prompt_tokens=None if prompt is None else len(prompt[1]))
+    for g in seeded.generated:
+        rows.add("contexts", question_id=q.id, context=g.context, model=g.model,
+                 prompt=g.prompt, text=g.text, n_tokens=g.n_tokens)
     names = [t.name for t in world.teachers]
-    controls = [t.is_control for t in world.teachers]
     stats.n_rollouts = len(seeded.responses)
     stats.generated_tokens += sum(len(r) for r in seeded.responses)
     eos = set(world.eos)
@@ -303,6 +369,8 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
 
         ns = scorer.node_pass(nodes, [node_cands[int(t)].token_ids for t in nodes])
         counts = outcome_arrays(ns.cand_ids.shape, nodes, node_cands, cont)
+        # a teacher skipped at this rollout is kept out of C+ and the best teacher like a control
+        controls = [v.cfg.is_control for v in seeded.views[r]]
         sc = score_nodes(ns, *counts, np.asarray(resp)[nodes], names, controls,
                          cfg.signals.families, draws=cfg.bootstrap_draws, seed=cfg.seed,
                          question_id=q.id, rollout=r, temperature=cfg.sampling.temperature,
@@ -311,6 +379,7 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
             if cfg.param_check.nodes else {}
         _emit_node_rows(rows, q.id, r, resp, nodes, node_cands, ns, sc, cont, names,
                         cfg.signals.families, world.texts, pcos)
+        _null_skipped(rows, r, seeded.skipped(r))
 
     stats.seconds = time.perf_counter() - t0
     rows.add("questions", question_id=q.id, idx=q.idx, family=q.family, question=q.question,
@@ -383,6 +452,26 @@ def _param_cosines(world: World, seeded: Seeded, scorer: Scorer, resp: list[int]
                 ti, fi = (int(x) for x in key.split("/"))
                 out[(ti, fi, i)] = c
     return out
+
+
+_KEEP = frozenset({"question_id", "rollout", "pos", "cand", "teacher", "signal"})
+
+
+def _null_skipped(rows: _Rows, r: int, skipped: set[str]) -> None:
+    """NULL every value of teachers without a context at rollout r, reason no_context: they
+    saw no prompt of their kind there, so nothing about them is measured."""
+    if not skipped:
+        return
+    for table in ("scores", "node_teacher", "candidate_teacher"):
+        cols = rows.cols.get(table, {})
+        hit = [i for i, (rr, t) in enumerate(zip(cols["rollout"], cols["teacher"], strict=True))
+               if rr == r and t in skipped]
+        for name, values in cols.items():
+            if name in _KEEP:
+                continue
+            fill = ctx.NO_CONTEXT if name == "null_reason" else None
+            for i in hit:
+                values[i] = fill
 
 
 def _emit_node_rows(rows: _Rows, qid: str, r: int, resp: list[int], nodes: np.ndarray,
@@ -567,6 +656,7 @@ def run_questions(world: World, questions: list[Question], run_dir: Path,
                   on_done: ProgressFn | None = None) -> list[QuestionStats]:
     """Process every question not already finished; a failure is recorded and the run goes on."""
     done = store.finished_parts(run_dir)
+    world.writer.attach(run_dir)
     todo = [q for q in questions if done.get(q.id) != "ok"]
     results: list[QuestionStats] = []
     size = world.cfg.memory.question_batch if world.pool.limit else 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SIGNALS = ("rkl", "fkl", "jsd", "sampled")
 """Signal families of method.md: reverse KL, forward KL, generalised JSD(beta), sampled-token."""
@@ -135,6 +135,27 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("teacher", "VARCHAR", "teacher configuration"),
         ("prompt", "VARCHAR", "the text the teacher sees before the student's response tokens"),
         ("n_prompt_tokens", "INTEGER", "its length in tokens"),
+    ),
+    _t(
+        "rollout_prompts", "Prompts that depend on the rollout being scored (contrastive "
+        "examples): each such teacher's rendering per rollout, instead of a teacher_prompts row.",
+        ("question_id", "rollout", "teacher"),
+        *_NODE_KEY[:2],
+        ("teacher", "VARCHAR", "teacher configuration"),
+        ("prompt", "VARCHAR", "the text the teacher sees at this rollout; NULL: no context "
+         "(no other rollout of the kind, [derived] contrastive_missing = 'skip'), every value "
+         "of the teacher at this rollout is NULL with reason no_context"),
+        ("n_prompt_tokens", "INTEGER", "its length in tokens (NULL with the prompt)"),
+    ),
+    _t(
+        "contexts", "Generated contexts ([[contexts]]): the text a model wrote for a question, "
+        "placeholder {context} in teacher prompts.", ("question_id", "context"),
+        ("question_id", "VARCHAR", "stable question id"),
+        ("context", "VARCHAR", "the [[contexts]] name"),
+        ("model", "VARCHAR", "the model that wrote it (\"student\" or a path)"),
+        ("prompt", "VARCHAR", "the rendered prompt it was written from"),
+        ("text", "VARCHAR", "the text (after answer_after, stripped)"),
+        ("n_tokens", "INTEGER", "tokens generated"),
     ),
     _t(
         "nodes", "One row per probed node: the ideal direction g and its value.",
@@ -273,7 +294,8 @@ QUESTION_TABLES: tuple[Table, ...] = (
          "rule (NULL with beyond)"),
         ("null_reason", "VARCHAR", "unverifiable | no_signal | zero_direction | "
          "no_sharpening_direction | pure_sharpening | ideal_is_sharpening | "
-         "sharpening_dominated (the last four: beyond only), else NULL"),
+         "sharpening_dominated (the last four: beyond only) | no_context (the teacher had no "
+         "context at this rollout: see rollout_prompts), else NULL"),
         ("param_cos", "DOUBLE", "parameter-space cos(J^T g, J^T d) where the opt-in check ran"),
     ),
 )

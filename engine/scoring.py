@@ -31,6 +31,8 @@ class Source:
 
     lm: LoadedModel
     prompt_ids: list[int]
+    rollout: int | None = None
+    """The one rollout this prompt serves (contrastive contexts); None: every rollout."""
 
 
 @dataclass
@@ -98,7 +100,7 @@ def response_hidden(pool: ResidencyPool, sources: Sequence[Source],
             for i in idxs:
                 lp = len(sources[i].prompt_ids)
                 for r, resp in enumerate(responses):
-                    if not resp:
+                    if not resp or sources[i].rollout not in (None, r):
                         continue
                     hs = lm.hidden_states(sources[i].prompt_ids + resp[:-1])
                     out[r][i] = hs[lp - 1 : lp - 1 + len(resp)]

@@ -589,12 +589,29 @@ def node_detail(
     return NodeDetail(question_id, rollout, pos, node, cands, scores)
 
 
-def teacher_prompts_query(question_id: str) -> Query:
+def teacher_prompts_query(question_id: str, rollout: int) -> Query:
+    """What each teacher saw before this rollout's tokens: its question-level prompt, or its
+    rendering for this rollout (contrastive contexts; NULL prompt: skipped, no context)."""
     return Query(
         """
-        SELECT tp.teacher, tp.n_prompt_tokens, tp.prompt FROM teacher_prompts tp
-        JOIN teachers te USING (teacher) WHERE tp.question_id = ?
-        ORDER BY te.is_control, te.ordinal, tp.teacher""",
+        SELECT p.teacher, p.n_prompt_tokens, p.prompt, p.per_rollout
+        FROM (SELECT teacher, n_prompt_tokens, prompt, false AS per_rollout
+              FROM teacher_prompts WHERE question_id = ?
+              UNION ALL
+              SELECT teacher, n_prompt_tokens, prompt, true
+              FROM rollout_prompts WHERE question_id = ? AND rollout = ?) p
+        JOIN teachers te USING (teacher)
+        ORDER BY te.is_control, te.ordinal, p.teacher""",
+        (question_id, question_id, rollout),
+    )
+
+
+def contexts_query(question_id: str) -> Query:
+    """The question's generated contexts ([[contexts]]): which model wrote what."""
+    return Query(
+        """
+        SELECT context, model, n_tokens, text FROM contexts WHERE question_id = ?
+        ORDER BY context""",
         (question_id,),
     )
 

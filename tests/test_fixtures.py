@@ -31,7 +31,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
 def test_rows_are_stored_in_key_order(db: duckdb.DuckDBPyConnection) -> None:
     for t in schema.QUESTION_TABLES:
         keys = db.execute(f"SELECT {', '.join(t.key)} FROM {t.name}").fetchall()
-        assert keys, t.name
+        # the synthetic run has no contrastive or generated contexts (tests/tui_tiny_db.py has)
+        assert keys or t.name in ("rollout_prompts", "contexts"), t.name
         assert keys == sorted(keys), f"{t.name} is not in key order"
         assert len(set(keys)) == len(keys), f"{t.name} has duplicate keys"
 

@@ -41,12 +41,37 @@ def _run(cfg: Path, out: Path, env: dict[str, str] | None = None) -> tuple[int, 
     return p.returncode, text
 
 
+CONTEXTS = """
+[derived]
+contrastive_missing = "solution"
+
+[[contexts]]
+name = "summary"
+model = "student"
+prompt = "S:{solution} A:"
+max_new_tokens = 4
+
+[[teachers]]
+name = "self_contrast"
+kind = "self"
+prompt = "R:{contrastive_correct} W:{contrastive_incorrect} Q:{question} A:"
+
+[[teachers]]
+name = "self_summary"
+kind = "self"
+prompt = "{summary} Q:{question} A:"
+"""
+"""A contrastive and a generated context: their cache and per-rollout prompts must survive a
+kill like everything else."""
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("kill")
     cfg = make_world(root, questions=4, max_new=5, rollouts=2, n=3)
     cfg.write_text(cfg.read_text().replace(
-        'kind = "numeric"', 'kind = "callable"\ncallable = "tiny_verifiers:has_seven"'))
+        'kind = "numeric"', 'kind = "callable"\ncallable = "tiny_verifiers:has_seven"')
+        + CONTEXTS)
     code, text = _run(cfg, root / "reference")
     assert code == 0, text
     return cfg, root / "reference" / "run.duckdb"

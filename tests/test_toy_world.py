@@ -24,7 +24,8 @@ from engine.toy.tokenizer import VOCAB, encode
 from engine.toy.train import Recipe, train
 from engine.toy.world import MODEL_NAMES, build_world
 
-TEACHERS = {"strong", "specialist", "self_answer", "self_solution"}
+TEACHERS = {"strong", "specialist", "self_answer", "self_solution", "self_strong_sol",
+            "self_contrast"}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,10 @@ def test_demo_config_parses_with_the_expected_teachers(world) -> None:
     assert "{final_answer}" in teachers["self_answer"]["prompt"]
     assert "{solution}" in teachers["self_solution"]["prompt"]
     assert config["nodes"]["strategy"] == "all" and config["sampling"]["rollouts"] >= 2
-    assert config["signals"]["families"] == ["rkl", "fkl", "jsd", "sampled"]
+    assert config["signals"]["families"] == ["rkl", "sampled"]
+    assert "{strong_solution}" in teachers["self_strong_sol"]["prompt"]
+    assert "{contrastive_correct}" in teachers["self_contrast"]["prompt"]
+    assert [c["model"] for c in config["contexts"]] == ["models/strong"]
     assert config["controls"]["sharpened"] and config["controls"]["softened"]
     for rel in (config["student"]["model"], config["data"]["path"],
                 teachers["strong"]["model"], teachers["specialist"]["model"]):

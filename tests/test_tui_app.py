@@ -641,3 +641,23 @@ async def test_inspector_shows_stakes_s_over_n_labels_residuals_and_best_reason(
                     assert row[2] == "∅" and row[5] == "sharpening_dominated", (pos, row)
                 else:
                     assert row[2] != "∅" and len(row) == 5
+
+
+async def test_prompts_show_what_each_teacher_saw_at_this_rollout(db: Path) -> None:
+    """p: question-level prompts, the rollout's own prompt of a contrastive teacher (not the
+    other rollout's) and the generated contexts with the model that wrote them."""
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        assert screen.rollout == 0
+        await press(pilot, "p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, TextModal)
+        console = Console(width=200, record=True, file=io.StringIO())
+        console.print(app.screen.body)
+        body = console.export_text()
+        assert "strong sees Q0" in body and "\x1b" not in body
+        assert "contrast for Q0 r0" in body and "r1" not in body
+        assert f"── {tui_tiny_db.CONTRASTIVE} (4 tokens, rollout 0)" in body
+        assert "context {summary} written by student (3 tokens)" in body and "sum of Q0" in body

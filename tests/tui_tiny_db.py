@@ -36,6 +36,8 @@ from engine.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_
 TEACHERS = [("strong", "external", False, 0), ("weak", "self", False, 1),
             ("ctrl_sharpened", "control", True, 2)]
 SHARPENED = 2
+CONTRASTIVE = "weak"
+"""The teacher whose prompt depends on the rollout (rollout_prompts)."""
 """Index of the sharpened control in TEACHERS: the reference of the edge."""
 SIGNALS_ = ["rkl", "fkl"]
 SIGNAL_FACTOR = {"rkl": 1.0, "fkl": 0.5}
@@ -163,14 +165,19 @@ def build(path: Path) -> Path:
     for s in SIGNALS_:
         con.execute("INSERT INTO signals VALUES (?, 'loss', NULL, ?)", [s, s == "rkl"])
     rows: dict[str, list[list[object]]] = {t: [] for t in (
-        "questions", "teacher_prompts", "rollouts", "tokens", "nodes", "candidates",
-        "candidate_teacher", "node_teacher", "scores")}
+        "questions", "teacher_prompts", "rollout_prompts", "contexts", "rollouts", "tokens",
+        "nodes", "candidates", "candidate_teacher", "node_teacher", "scores")}
     for qi, q in enumerate(QUESTIONS):
         n_correct = qi % 3
         rows["questions"].append([q, qi, "arith", f"what is {qi}?", "sol", "42", "ok", None, 2,
                                   n_correct, 2 * (N_TOKENS // 2), 0, 0, 0.1])
         for ti_name, *_ in TEACHERS:
-            rows["teacher_prompts"].append([q, ti_name, f"{ti_name} sees Q{qi}\x1b[2J", 5])
+            if ti_name != CONTRASTIVE:
+                rows["teacher_prompts"].append([q, ti_name, f"{ti_name} sees Q{qi}\x1b[2J", 5])
+        # the contrastive teacher sees a prompt of its own at each rollout
+        for r in range(2):
+            rows["rollout_prompts"].append([q, r, CONTRASTIVE, f"contrast for Q{qi} r{r}", 4])
+        rows["contexts"].append([q, "summary", "student", f"Summarise Q{qi}", f"sum of Q{qi}", 3])
         for r in range(2):
             correct = r < n_correct
             rows["rollouts"].append([q, r, correct, "correct" if correct else "incorrect", "",
@@ -328,8 +335,9 @@ def live_dir(db: Path, root: Path, questions: list[str]) -> Path:
     for q in questions:
         part = root / "parts" / q
         part.mkdir(parents=True, exist_ok=True)
-        for table in ("questions", "rollouts", "tokens", "teacher_prompts", "nodes",
-                      "candidates", "candidate_teacher", "node_teacher", "scores"):
+        for table in ("questions", "rollouts", "tokens", "teacher_prompts", "rollout_prompts",
+                      "contexts", "nodes", "candidates", "candidate_teacher", "node_teacher",
+                      "scores"):
             con.execute(f"COPY (SELECT * FROM {table} WHERE question_id = '{q}') "
                         f"TO '{part}/{table}.parquet'")
     con.close()

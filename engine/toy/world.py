@@ -249,8 +249,9 @@ strategy = "all"
 budget_tokens = 0
 
 [signals]
-families = ["rkl", "fkl", "jsd", "sampled"]
-jsd_beta = 0.5
+# reverse KL (the rank signal) and its sampled-token estimate, the per-token loss OPD trains
+# with; fkl and jsd are left out to keep the demo database under 30 MB with eight teachers
+families = ["rkl", "sampled"]
 
 [controls]
 sharpened = true
@@ -282,6 +283,29 @@ prompt = "{ANSWER_PROMPT}"
 name = "self_solution"
 kind = "self"
 prompt = "{SOLUTION_PROMPT}"
+
+# the student shown the strong teacher's own worked solution (written once per question)
+[[teachers]]
+name = "self_strong_sol"
+kind = "self"
+prompt = "Q:{{question}} S:{{strong_solution}} A:"
+
+# the student shown another rollout of its own that failed, then one that succeeded
+[[teachers]]
+name = "self_contrast"
+kind = "self"
+prompt = "Q:{{question}} A:{{contrastive_incorrect}} S:{{contrastive_correct}} A:"
+
+[derived]
+contrastive_missing = "solution"  # no other correct rollout: the reference solution stands in
+
+[[contexts]]
+name = "strong_solution"
+model = "models/strong"
+prompt = "{STUDENT_PROMPT}"
+temperature = 0.5
+max_new_tokens = {MAX_NEW_TOKENS}
+seed = 0
 '''
 
 

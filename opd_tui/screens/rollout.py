@@ -20,6 +20,7 @@ from opd_tui.queries import (
     Layer,
     NodeDetail,
     Query,
+    contexts_query,
     layers_query,
     node_detail,
     node_query,
@@ -365,13 +366,25 @@ class RolloutScreen(OpdScreen):
         return False
 
     def action_prompts(self) -> None:
-        query = teacher_prompts_query(self.question_id)
+        query = teacher_prompts_query(self.question_id, self.rollout)
+        generated = contexts_query(self.question_id)
 
-        def show(frame: pl.DataFrame) -> None:
+        def show(frames: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+            prompts, contexts = frames
             body = Text()
-            for row in frame.iter_rows(named=True):
-                body.append(f"── {row['teacher']} ({row['n_prompt_tokens']} tokens)\n", "bold")
+            for row in prompts.iter_rows(named=True):
+                scope = f", rollout {self.rollout}" if row["per_rollout"] else ""
+                if row["prompt"] is None:
+                    body.append(f"── {row['teacher']}{scope}: no context (no other rollout of "
+                                "the kind): its values are NULL here\n\n", "bold")
+                    continue
+                body.append(f"── {row['teacher']} ({row['n_prompt_tokens']} tokens{scope})\n",
+                            "bold")
                 body.append(safe_text(row["prompt"]) + "\n\n")
+            for row in contexts.iter_rows(named=True):
+                body.append(f"── context {{{row['context']}}} written by {row['model']} "
+                            f"({row['n_tokens']} tokens)\n", "bold")
+                body.append(safe_text(row["text"]) + "\n\n")
             self.app.push_screen(TextModal("teacher prompts", body, query.inline()))
 
-        self.load("prompts", query.run, show)
+        self.load("prompts", lambda cur: (query.run(cur), generated.run(cur)), show)
