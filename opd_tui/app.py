@@ -64,11 +64,29 @@ class OpdApp(App[None]):
                 cur.close()
             self._rollout_keys = [(str(q), int(r)) for q, r in rows]
         keys = self._rollout_keys
+        order = self._question_order()
+        if order is not None and question_id in order:  # follow the Questions list as shown
+            rank = {q: i for i, q in enumerate(order)}
+            keys = sorted((k for k in keys if k[0] in rank), key=lambda k: (rank[k[0]], k[1]))
         try:
             i = keys.index((question_id, rollout)) + delta
         except ValueError:
             return None
         return keys[i] if 0 <= i < len(keys) else None
+
+    def _question_order(self) -> list[str] | None:
+        """Question ids in the Questions screen's current filter and sort order, if it is open:
+        `]` / `[` then step through the questions the user is looking at."""
+        from opd_tui.screens.questions import QuestionsScreen
+
+        screen = next((s for s in self.screen_stack if isinstance(s, QuestionsScreen)), None)
+        if screen is None:
+            return None
+        cur = self.db.cursor()
+        try:
+            return screen.ordered_ids(cur)
+        finally:
+            cur.close()
 
     # -- app-wide actions -----------------------------------------------------------------
 
@@ -78,14 +96,25 @@ class OpdApp(App[None]):
         return screen if isinstance(screen, OpdScreen) else None
 
     def action_back(self) -> None:
-        screen = self.screen
-        closer = getattr(screen, "close_overlay", None)
+        """q: back one screen; on the Overview, quit."""
+        if not self._close_or_pop():
+            self.exit()
+
+    def action_escape(self) -> None:
+        """Esc: back one screen, never out of the app (Esc-Esc-Esc out of the console used to
+        quit): on the Overview it only says how to quit."""
+        if not self._close_or_pop():
+            self.notify("q quits (Esc never does)", timeout=3)
+
+    def _close_or_pop(self) -> bool:
+        """Close the screen's overlay or pop the screen; False at the root."""
+        closer = getattr(self.screen, "close_overlay", None)
         if closer is not None and closer():
-            return
+            return True
         if len(self.screen_stack) > 2:
             self.pop_screen()
-        else:
-            self.exit()
+            return True
+        return False
 
     def action_help(self) -> None:
         screen = self.screen
@@ -109,8 +138,9 @@ class OpdApp(App[None]):
     def action_copy_sql(self) -> None:
         sql = self._sql()
         if sql:
-            self.copy_to_clipboard(sql)
-            self.notify("SQL copied to the clipboard (OSC 52)", timeout=2)
+            from opd_tui.clipboard import copy
+
+            copy(self, sql, "SQL")
 
     def action_reload(self) -> None:
         self.db.reopen()

@@ -438,6 +438,42 @@ def rollouts_query(question_id: str) -> Query:
     )
 
 
+def question_rollouts_query(question_id: str, signal: str) -> Query:
+    """The question's rollouts for triage: verdict, length, decisive nodes and the first one,
+    and the non-control teacher with the lowest mean edge at its decisive nodes (the one that
+    pulls hardest the wrong way there) with that edge and its hurt count."""
+    return Query(
+        """
+        WITH n AS (
+            SELECT rollout, count(*) FILTER (decisive) AS n_decisive,
+                   min(pos) FILTER (decisive) AS first_decisive
+            FROM nodes WHERE question_id = ? GROUP BY rollout
+        ), per AS (
+            SELECT s.rollout, s.teacher, avg(s.edge) FILTER (nd.decisive) AS edge_decisive,
+                   count(*) FILTER (s.label_edge = 'hurts') AS hurts
+            FROM scores s JOIN nodes nd USING (question_id, rollout, pos)
+            JOIN teachers te USING (teacher)
+            WHERE s.question_id = ? AND s.signal = ? AND NOT te.is_control
+            GROUP BY ALL
+        ), worst AS (
+            SELECT rollout, arg_min(teacher, edge_decisive) AS worst_teacher,
+                   min(edge_decisive) AS worst_edge, arg_min(hurts, edge_decisive) AS worst_hurts
+            FROM per WHERE edge_decisive IS NOT NULL GROUP BY rollout
+        )
+        SELECT r.rollout, r.verdict, r.n_tokens, coalesce(n.n_decisive, 0) AS n_decisive,
+               n.first_decisive, t.token_text AS first_decisive_token, w.worst_teacher,
+               w.worst_edge, w.worst_hurts, r.completion
+        FROM rollouts r
+        LEFT JOIN n USING (rollout)
+        LEFT JOIN worst w USING (rollout)
+        LEFT JOIN tokens t ON t.question_id = r.question_id AND t.rollout = r.rollout
+                          AND t.pos = n.first_decisive
+        WHERE r.question_id = ?
+        ORDER BY r.rollout""",
+        (question_id, question_id, signal, question_id),
+    )
+
+
 def rollout_keys_query() -> Query:
     return Query("SELECT question_id, rollout FROM rollouts ORDER BY question_id, rollout")
 

@@ -216,3 +216,28 @@ def fmt_interval(mean: float | None, lo: float | None, hi: float | None) -> str:
     if lo is None or hi is None:
         return compact(mean)
     return f"{compact(mean)}[{compact(lo).lstrip('+')},{compact(hi).lstrip('+')}]"
+
+
+def abbreviate(names: list[str], width: int) -> dict[str, str]:
+    """Short labels of at most `width` cells that stay distinct (`q self_…` twice told the reader
+    nothing): a name that fits is kept; otherwise every `_` segment but the last shrinks to its
+    initial and the last is cut with an ellipsis (self_solution -> s_solut…); labels that still
+    collide get a number instead of their tail."""
+    def one(name: str) -> str:
+        if cell_len(name) <= width:
+            return name
+        *head, last = name.split("_")
+        short = "_".join([h[:1] for h in head] + [last])
+        return short if len(short) <= width else short[: width - 1] + "…"
+
+    out = {n: one(n) for n in names}
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[out[n]] = seen.get(out[n], 0) + 1
+    number = 0  # one counter for every collision: numbered labels cannot collide again
+    for n in names:
+        if seen[out[n]] > 1:
+            number += 1
+            tag = str(number)
+            out[n] = out[n][: max(width - len(tag) - 1, 0)] + "…" + tag
+    return out

@@ -1,4 +1,7 @@
-"""Pilot tests of the SQL console: run, stream, limit, cancel, errors, refusal, jump, export."""
+"""Pilot tests of the SQL console: run, stream, limit, cancel, errors, refusal, jump, export.
+
+Plots are in test_console_plot.py; sort, filter, keys and cell detail in test_console_grid.py.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from opd_tui.sql.history import History
 from opd_tui.sql.presets import PRESETS
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+def make_db(tmp_path: Path) -> Path:
+    """50,000 token rows: question q0..q499, rollout 0..9, pos 0..9, value = row * 0.5."""
     path = tmp_path / "run.duckdb"
     con = duckdb.connect(str(path))
     con.execute(
@@ -26,6 +29,11 @@ def db(tmp_path: Path) -> Path:
     )
     con.close()
     return path
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return make_db(tmp_path)
 
 
 class Host(App[None]):
@@ -173,31 +181,3 @@ async def test_console_caps_duckdb_memory(db: Path, tmp_path: Path) -> None:
 
 def _screen_text(app: App[None]) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-@pytest.mark.parametrize("sql, spec, title", [
-    ("SELECT pos, value FROM tokens WHERE question_id = 'q0' AND rollout = 0",
-     ("line", "pos", "value"), "value ({} resident rows)"),
-    ("SELECT question_id, value FROM tokens", ("hist", None, "value"),
-     "value ({} resident rows)"),
-    ("SELECT 'a' AS s", None, "nothing numeric to plot"),
-])
-async def test_plot_of_the_current_result(db: Path, tmp_path: Path, sql: str,
-                                          spec: tuple | None, title: str) -> None:
-    """The plot draws the resident rows only (never pulls a 10M-row result into memory)."""
-    from opd_tui.console.plot import PlotScreen
-
-    app = Host(db, tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        console = app.sql_console
-        await _type_and_run(pilot, console, sql)
-        window = console.window
-        assert window is not None
-        resident = sum(1 for r in window.rows(0, window.known_rows) if r is not None)
-        assert 0 < resident < 50_000 or "WHERE" in sql or spec is None
-        await pilot.press("f3")
-        await pilot.pause()
-        assert isinstance(app.screen, PlotScreen) and app.screen.spec == spec
-        assert title.format(f"{resident:,}") in _screen_text(app)
-        await pilot.press("escape")
-        assert app.screen is console

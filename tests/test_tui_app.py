@@ -14,6 +14,7 @@ import pytest
 import tui_tiny_db
 from rich.console import Console
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from opd_tui import actions
 from opd_tui.app import OpdApp, make_app
@@ -23,6 +24,7 @@ from opd_tui.screens.modals import TextModal
 from opd_tui.screens.overview import OverviewScreen
 from opd_tui.screens.questions import QuestionsScreen
 from opd_tui.screens.rollout import RolloutScreen
+from opd_tui.screens.rollouts import RolloutsScreen
 from opd_tui.widgets.token_view import TokenView
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,10 +98,15 @@ def expected_significant(qi: int, rollout: int, teacher_index: int, signal: str 
 
 
 async def open_rollout(pilot: Pilot) -> RolloutScreen:
+    """Overview -> Questions -> the question's rollouts -> rollout 0, cursor on token 0 (the
+    rollouts list opens a rollout at its first decisive token: g goes back to the first)."""
     await settle(pilot)
     await press(pilot, "enter", "enter")
+    assert isinstance(pilot.app.screen, RolloutsScreen)
+    await press(pilot, "enter")
     screen = pilot.app.screen
     assert isinstance(screen, RolloutScreen)
+    await press(pilot, "g")
     return screen
 
 
@@ -111,10 +118,18 @@ async def test_drill_down_and_step_through_tokens(db: Path) -> None:
         await press(pilot, "enter")
         assert isinstance(app.screen, QuestionsScreen) and app.screen.frame.height == 3
         await press(pilot, "enter")
+        rollouts = app.screen
+        assert isinstance(rollouts, RolloutsScreen) and rollouts.frame.height == 2
+        first = rollouts.frame["first_decisive"][0]
+        await press(pilot, "enter")
         screen = app.screen
         assert isinstance(screen, RolloutScreen)
         view = screen.query_one(TokenView)
-        assert (screen.question_id, screen.rollout, view.cursor) == ("q0", 0, 0)
+        # the rollout opens at its first decisive token
+        assert (screen.question_id, screen.rollout, screen._pos_at(view.cursor)) == (
+            "q0", 0, first or 0)
+        await press(pilot, "g")
+        assert view.cursor == 0
         await press(pilot, "l", "l")
         assert view.cursor == 2 and screen.detail is not None and screen.detail.pos == 2
         assert screen.detail.candidates.height == 2
@@ -124,7 +139,7 @@ async def test_drill_down_and_step_through_tokens(db: Path) -> None:
         assert screen.significant_indices() == significant
         after = [i for i in significant if i > view.cursor]
         assert len(after) >= 2
-        await press(pilot, "n")
+        await press(pilot, "right_curly_bracket")
         assert view.cursor == after[0]
         await press(pilot, "n")
         assert view.cursor == after[1]
@@ -144,6 +159,8 @@ async def test_drill_down_and_step_through_tokens(db: Path) -> None:
         assert (screen.question_id, screen.rollout) == ("q1", 0)
         await press(pilot, "left_square_bracket")
         assert (screen.question_id, screen.rollout) == ("q0", 1)
+        await press(pilot, "q")
+        assert isinstance(app.screen, RolloutsScreen)
         await press(pilot, "q")
         assert isinstance(app.screen, QuestionsScreen)
         await press(pilot, "escape")
@@ -221,9 +238,23 @@ async def test_search_token_text(db: Path) -> None:
         for ch in "t10":
             await pilot.press(ch)
         await press(pilot, "enter")
-        assert screen.query_one(TokenView).cursor == 10
-        await press(pilot, "escape")  # closes the search box, stays on the rollout
-        assert app.screen is screen
+        view = screen.query_one(TokenView)
+        assert view.cursor == 10 and app.focused is view  # Enter hands the keys back
+        assert not screen.query_one("#search").has_class("visible")
+        # n / N step through the matches of a text every other token holds, wrapping
+        hits = [i for i, t in enumerate(view.paint.texts) if "t" in t.lower()]
+        assert len(hits) >= 3
+        await press(pilot, "g", "slash", "t", "enter")
+        a = view.cursor
+        await press(pilot, "n")
+        b = view.cursor
+        await press(pilot, "n")
+        c = view.cursor
+        assert a in hits and b in hits and c in hits and a < b < c
+        await press(pilot, "N")
+        assert view.cursor == b
+        await press(pilot, "N")
+        assert view.cursor == a
 
 
 async def test_help_palette_and_footer_come_from_the_registry(db: Path) -> None:
@@ -286,7 +317,9 @@ async def test_questions_filter_errors_inline_and_sort(db: Path) -> None:
         await press(pilot, "enter")
         assert "nope" in str(screen.query_one("#filter-error").render())
         assert screen.frame.height == 3 and isinstance(app.screen, QuestionsScreen)
-        await press(pilot, "f", *["backspace"] * 8)
+        # the error keeps focus in the filter: the correction is typed there, not run as keys
+        assert isinstance(app.focused, Input) and app.focused.id == "filter"
+        await press(pilot, *["backspace"] * 8)
         for ch in "accuracy > 0":
             await pilot.press(ch)
         await press(pilot, "enter")
@@ -434,7 +467,8 @@ async def test_next_significant_matches_a_scan(db: Path) -> None:
 
 
 async def test_no_color_keeps_the_markers(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """NO_COLOR: every colour is grey, and helps/hurts stay readable from glyphs + underline."""
+    """NO_COLOR: every colour is grey, and helps/hurts stay readable from text attributes
+    (underline; bold helps, italic hurts), with no character inserted into the text."""
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -445,10 +479,17 @@ async def test_no_color_keeps_the_markers(db: Path, monkeypatch: pytest.MonkeyPa
                     for s in view.render_lines(view.region.reset_offset)[y]]
         colours = [c for s in segments if s.style for c in (s.style.color, s.style.bgcolor) if c]
         assert colours and all(len(set(c.get_truecolor())) == 1 for c in colours)
-        text = "".join(s.text for s in segments)
+        text = "".join(s.text for s in segments).rstrip()
+        assert "⁺" not in text and "⁻" not in text
+        assert text == "".join(view.paint.texts[: len(text)]) or " " in text  # no insertions
         marked = len(expected_significant(0, 0, 0))
-        assert text.count("⁺") + text.count("⁻") == marked
-        assert sum(1 for s in segments if s.style and s.style.underline) >= marked
+        underlined = [s for s in segments if s.style and s.style.underline]
+        assert len(underlined) == marked
+        helps = [i for i, m in enumerate(view.paint.markers) if m == "⁺"]
+        hurts = [i for i, m in enumerate(view.paint.markers) if m == "⁻"]
+        assert sum(1 for s in underlined if s.style.bold) == len(helps) + (
+            view.cursor in hurts)  # the cursor is bold too
+        assert sum(1 for s in underlined if s.style.italic) == len(hurts)
 
 
 def test_palettes_stay_distinct_in_256_colours() -> None:
@@ -661,3 +702,62 @@ async def test_prompts_show_what_each_teacher_saw_at_this_rollout(db: Path) -> N
         assert "contrast for Q0 r0" in body and "r1" not in body
         assert f"── {tui_tiny_db.CONTRASTIVE} (4 tokens, rollout 0)" in body
         assert "context {summary} written by student (3 tokens)" in body and "sum of Q0" in body
+
+
+async def test_escape_never_quits_and_q_quits_only_from_the_overview(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "escape", "escape", "escape")
+        assert isinstance(app.screen, OverviewScreen) and app.is_running
+        assert any("q quits" in str(n.message) for n in app._notifications)
+        await press(pilot, "enter", "q")
+        assert isinstance(app.screen, OverviewScreen) and app.is_running
+        await press(pilot, "q")
+        assert not app.is_running
+
+
+async def test_rollouts_list_and_steps_follow_the_questions_filter(db: Path) -> None:
+    """The question's rollouts with their first decisive token and worst teacher (checked
+    against the tables), the question in the rollout header, and `]` staying inside the
+    filtered Questions list."""
+    con = duckdb.connect(str(db), read_only=True)
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "enter")
+        questions = app.screen
+        assert isinstance(questions, QuestionsScreen)
+        await press(pilot, "j", "l", "k", "h")  # hjkl move the cursor like the arrows
+        assert tuple(questions.query_one("#questions").cursor_coordinate) == (0, 0)
+        await press(pilot, "f")
+        for ch in "question_id <> 'q1'":
+            await pilot.press(ch)
+        await press(pilot, "enter")
+        assert questions.frame["question_id"].to_list() == ["q0", "q2"]
+        await press(pilot, "enter")
+        rollouts = app.screen
+        assert isinstance(rollouts, RolloutsScreen)
+        for row in rollouts.frame.iter_rows(named=True):
+            first = con.execute("SELECT min(pos) FROM nodes WHERE question_id = 'q0' AND "
+                                "rollout = ? AND decisive", [row["rollout"]]).fetchall()[0][0]
+            worst = con.execute("""
+                SELECT s.teacher FROM scores s JOIN nodes n USING (question_id, rollout, pos)
+                JOIN teachers te USING (teacher)
+                WHERE s.question_id = 'q0' AND s.rollout = ? AND s.signal = 'rkl'
+                  AND n.decisive AND NOT te.is_control AND s.edge IS NOT NULL
+                GROUP BY s.teacher ORDER BY avg(s.edge) LIMIT 1""",
+                                [row["rollout"]]).fetchall()
+            assert row["first_decisive"] == first
+            assert row["worst_teacher"] == (worst[0][0] if worst else None)
+        await press(pilot, "j", "enter")
+        screen = app.screen
+        assert isinstance(screen, RolloutScreen) and (screen.question_id, screen.rollout) == (
+            "q0", 1)
+        header = str(screen.query_one("#question").render())
+        assert "what is 0?" in header and "answer 42" in header
+        await press(pilot, "right_square_bracket")
+        assert (screen.question_id, screen.rollout) == ("q2", 0)  # q1 is filtered out
+        await press(pilot, "left_square_bracket")
+        assert (screen.question_id, screen.rollout) == ("q0", 1)
+    con.close()

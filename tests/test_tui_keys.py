@@ -46,7 +46,8 @@ event = st.one_of(
 
 STARTS = {  # where a sequence begins, so the deep screens get their share of random keys
     "overview": [],
-    "rollout": [("key", "enter"), ("pause", None), ("key", "enter"), ("pause", None)],
+    "rollouts": [("key", "enter"), ("pause", None)] * 2,
+    "rollout": [("key", "enter"), ("pause", None)] * 3,
     "console": [("key", "colon"), ("pause", None)],
 }
 
@@ -107,7 +108,7 @@ def test_the_driver_reaches_the_deep_screens_and_sees_crashes(tmp_path: Path,
     """The property is only as good as its driver: it must get to the token view, and an
     exception raised in a handler there must fail it (not be swallowed)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    path = [("key", "enter"), ("pause", None), ("key", "enter"), ("pause", None)]
+    path = [("key", "enter"), ("pause", None)] * 3  # overview, questions, rollouts, rollout
     assert "RolloutScreen" in asyncio.run(drive(path, (100, 30)))
 
     def boom(self: RolloutScreen, step: int) -> None:

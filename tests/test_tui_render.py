@@ -83,3 +83,27 @@ def test_scales_and_markers() -> None:
     assert quantile_scale(values) == 95.0  # the outlier does not set the scale
     assert sparkline([0, 1, 8]) == " ▁█"
     assert sparkline([0, 0]) == "  "
+
+
+def test_abbreviations_stay_distinct_and_fit() -> None:
+    import random
+
+    from rich.cells import cell_len
+
+    from opd_tui.render import abbreviate
+
+    demo = ["strong", "specialist", "self_answer", "self_solution", "self_strong_sol",
+            "self_contrast"]
+    short = abbreviate(demo, 8)
+    assert short["strong"] == "strong" and short["self_solution"] == "s_solut…"
+    rng = random.Random(0)
+    for _ in range(300):  # random name sets, many sharing long prefixes
+        names = list({rng.choice(["self_", "ctrl_", "teacher_", ""])
+                      + rng.choice(["solution", "solutions", "sol", "answer_long_name"])
+                      + rng.choice(["", "_a", "_b", "2"]) for _ in range(rng.randint(1, 8))})
+        width = rng.randint(4, 12)
+        out = abbreviate(names, width)
+        assert len(set(out.values())) == len(names), (names, out)
+        assert all(cell_len(v) <= width for v in out.values()), (width, out)
+        assert all(out[n] == n for n in names if cell_len(n) <= width and
+                   list(out.values()).count(n) == 1)

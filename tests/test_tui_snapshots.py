@@ -44,7 +44,7 @@ def test_overview_snapshot(db: Path, snap_compare) -> None:  # type: ignore[no-u
 def test_rollout_snapshot_80x24(db: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
-        for key in ("enter", "enter", "l", "l"):
+        for key in ("enter", "enter", "enter", "g", "l", "l"):
             await pilot.press(key)
             await _settle(pilot)
 
@@ -54,7 +54,7 @@ def test_rollout_snapshot_80x24(db: Path, snap_compare) -> None:  # type: ignore
 def test_rollout_wide_snapshot(db: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
-        for key in ("enter", "enter", "n", "n", "c"):
+        for key in ("enter", "enter", "enter", "g", "n", "n", "c"):
             await pilot.press(key)
             await _settle(pilot)
 

@@ -44,7 +44,10 @@ def test_real_terminal_session(tmp_path: Path) -> None:
         screen = _wait_for(session, "hurts_strong")
         assert "edge_strong" in screen and "q0: what is 0?" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        screen = _wait_for(session, "candidates")  # inspector of token 0
+        screen = _wait_for(session, "first_decisive")  # the question's rollouts
+        assert "what is 0?" in screen and "incorrect" in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        screen = _wait_for(session, "candidates")  # inspector of its first decisive token
         assert "q0 rollout 0" in screen and "layer: edge" in screen
         assert "stakes .50[.40,.60]  DECISIVE" in screen  # 15 vs 5 successes of 20
         assert "[bold␣red]x[/]" in screen  # markup shown as text, never interpreted
@@ -55,6 +58,61 @@ def test_real_terminal_session(tmp_path: Path) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, "]"], check=True)
         _wait_for(session, "q0 rollout 1")
         subprocess.run(["tmux", "send-keys", "-t", session, "?"], check=True)
-        _wait_for(session, "rollout.next_significant")
+        _wait_for(session, "rollout.first")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def _keys(session: str, *keys: str) -> None:
+    subprocess.run(["tmux", "send-keys", "-t", session, *keys], check=True)
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_triage_path_at_80x24(tmp_path: Path, no_color: bool) -> None:
+    """The path a researcher walks at 80x24: failing questions -> a rollout -> its first
+    decisive token -> the continuation texts -> SQL for 'strong hurts where another teacher
+    helps' -> CSV export; in colour and with NO_COLOR."""
+    db = tui_tiny_db.build(tmp_path / "tiny.duckdb")
+    session = f"opd-triage-{tmp_path.name}"
+    env = "NO_COLOR=1 " if no_color else ""
+    command = (f"cd {tmp_path} && env -u COLUMNS -u LINES {env}PYTHONPATH={REPO} "
+               f"{sys.executable} -m opd_tui.cli {db}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                    command], check=True)
+    try:
+        _wait_for(session, "decisive nodes (stakes >= 0.1)")
+        _keys(session, "Enter")
+        _wait_for(session, "hurts_strong")
+        _keys(session, "f")
+        for ch in "accuracy < 1":
+            _keys(session, "-l", ch)
+        _keys(session, "Enter")
+        screen = _wait_for(session, "2 rows")  # q2 (2 of 2 correct) is filtered out
+        _keys(session, "Enter")
+        screen = _wait_for(session, "first_decisive")
+        assert "incorrect" in screen and "q0" in screen
+        _keys(session, "Enter")
+        screen = _wait_for(session, "DECISIVE")  # opened at the first decisive token
+        assert "q0 rollout 0" in screen and "Q what is 0?" in screen
+        _keys(session, "e", "Tab", "End")  # texts at the inspector's end: focus, scroll
+        _wait_for(session, "success:")
+        _keys(session, "Tab", "q", "q", ":")
+        _wait_for(session, "F2")
+        _keys(session, "-l", "SELECT question_id, rollout, pos FROM scores WHERE teacher = "
+              "'strong' AND label_edge = 'hurts'")
+        _keys(session, "F5")
+        _wait_for(session, "rows")
+        _keys(session, "F8")
+        _wait_for(session, "result.csv")
+        _keys(session, "Enter")
+        deadline = time.monotonic() + 20
+        out = tmp_path / "opd-exports" / "result.csv"
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        con = __import__("duckdb").connect(str(db), read_only=True)
+        want = con.execute("SELECT count(*) FROM scores WHERE teacher = 'strong' AND "
+                           "label_edge = 'hurts'").fetchall()[0][0]
+        con.close()
+        assert want > 0 and len(out.read_text().splitlines()) == want + 1
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

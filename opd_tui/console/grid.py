@@ -3,6 +3,8 @@
 Row data lives in the window's bounded page cache; the grid asks for a fetch (a message the screen
 turns into a worker) when it needs rows that are not resident, and draws `…` until they arrive.
 Cell text comes from the model or the user's SQL: it is made single-line and control-free here.
+The grid binds no keys itself: the console's registry actions move its cursor (help and palette
+list them), so the same key never means two things depending on which class declared it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,24 @@ def format_cell(value: object) -> str:
     return safe_text(str(value), max_chars=400).replace("\n", "⏎")
 
 
-class ResultsGrid(ScrollView, can_focus=True):
-    """A scrollable table of the current result; line 0 is the sticky header."""
+def full_text(value: object) -> str:
+    """The whole value for the detail view: every character (newlines kept, controls visible),
+    floats at full precision, bytes in full hex; the grid's `format_cell` cuts all of these."""
+    if isinstance(value, float) and not math.isnan(value):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.hex(" ")
+    if value is None or isinstance(value, bool | int | decimal.Decimal | float | datetime.date):
+        return format_cell(value)
+    return safe_text(str(value), max_chars=10**7)
+
+
+class ResultsGrid(ScrollView, can_focus=True, inherit_bindings=False):
+    """A scrollable table of the current result; line 0 is the sticky header.
+
+    `inherit_bindings=False` drops ScrollView's arrow/page bindings, which would scroll the view
+    without moving the cursor and shadow the console's registry keys.
+    """
 
     DEFAULT_CSS = """
     ResultsGrid { height: 1fr; border: round $panel; }
@@ -56,14 +74,8 @@ class ResultsGrid(ScrollView, can_focus=True):
 
         def __init__(self, start: int, stop: int) -> None:
             super().__init__()
-            self.start, self.stop = start, stop
-
-    class RowChosen(Message):
-        """Enter on a row; `key` is (question_id, rollout, pos) when the row identifies a token."""
-
-        def __init__(self, row: int, key: tuple[str, int, int] | None) -> None:
-            super().__init__()
-            self.row, self.key = row, key
+            # not `self.stop`: that would shadow Message.stop(), which Textual calls on bubbling
+            self.first, self.end = start, stop
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
@@ -71,14 +83,20 @@ class ResultsGrid(ScrollView, can_focus=True):
         self.widths: list[int] = []
         self.cursor_row = 0
         self.cursor_col = 0
+        self.sort: tuple[int, bool] | None = None
+        """(column index, descending) of the query's current ORDER BY, marked in the header."""
         self._requested: tuple[int, int] | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
-    def show(self, window: RowWindow | None) -> None:
-        """Display a new result (None clears the grid)."""
+    def show(self, window: RowWindow | None, *, cursor_col: int = 0,
+             sort: tuple[int, bool] | None = None) -> None:
+        """Display a new result (None clears the grid); a re-sorted result keeps its column."""
         self.window = window
-        self.cursor_row = self.cursor_col = 0
+        self.sort = sort
+        self.cursor_row = 0
+        columns = len(window.column_names) if window is not None else 0
+        self.cursor_col = max(0, min(cursor_col, columns - 1))
         self._requested = None
         self.widths = self._measure() if window is not None else []
         self.scroll_to(0, 0, animate=False)
@@ -93,7 +111,7 @@ class ResultsGrid(ScrollView, can_focus=True):
 
     def _measure(self) -> list[int]:
         assert self.window is not None
-        names = self.window.column_names
+        names = self.header()
         widths = [min(len(n), MAX_COL_CELLS) for n in names]
         for row in self.window.rows(0, 200):
             if row is None:
@@ -101,6 +119,23 @@ class ResultsGrid(ScrollView, can_focus=True):
             for i, v in enumerate(row):
                 widths[i] = min(max(widths[i], len(format_cell(v))), MAX_COL_CELLS)
         return [max(w, 1) for w in widths]
+
+    def header(self) -> list[str]:
+        """Column names, the sorted one marked ▲ (ascending) or ▼ (descending)."""
+        if self.window is None:
+            return []
+        names = list(self.window.column_names)
+        if self.sort is not None and 0 <= self.sort[0] < len(names):
+            col, desc = self.sort
+            names[col] += " ▼" if desc else " ▲"
+        return names
+
+    @property
+    def column_name(self) -> str | None:
+        """Name of the cursor's column."""
+        if self.window is None or not self.window.column_names:
+            return None
+        return self.window.column_names[self.cursor_col]
 
     @property
     def row_count(self) -> int:
@@ -141,7 +176,7 @@ class ResultsGrid(ScrollView, can_focus=True):
         if self.window is None:
             return Strip.blank(width, PLAIN)
         if y == 0:
-            segments = self._segments(self.window.column_names, Style(bold=True, underline=True))
+            segments = self._segments(self.header(), Style(bold=True, underline=True))
             return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, PLAIN)
         row = scroll_y + y - 1
         if row >= self.row_count:
@@ -182,7 +217,11 @@ class ResultsGrid(ScrollView, can_focus=True):
             if end >= self.row_count:
                 self.post_message(self.NeedRows(int(new), end + 2048))
 
-    # -- keys ---------------------------------------------------------------------------------
+    # -- cursor (driven by the console's registry actions) -------------------------------------
+
+    @property
+    def page_rows(self) -> int:
+        return max(1, self.scrollable_content_region.height - 2)
 
     def move_cursor(self, rows: int = 0, cols: int = 0) -> None:
         if self.window is None or not self.row_count:
@@ -204,20 +243,3 @@ class ResultsGrid(ScrollView, can_focus=True):
         if self.cursor_row >= self.row_count - height and not self.window.stream.exhausted:
             self.post_message(self.NeedRows(self.cursor_row, self.cursor_row + 4096))
         self.refresh()
-
-    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
-        """Grid navigation is local to the widget (not app actions): arrows, hjkl, paging."""
-        page = max(1, self.scrollable_content_region.height - 2)
-        moves = {
-            "up": (-1, 0), "k": (-1, 0), "down": (1, 0), "j": (1, 0),
-            "left": (0, -1), "h": (0, -1), "right": (0, 1), "l": (0, 1),
-            "pageup": (-page, 0), "pagedown": (page, 0),
-            "home": (-(10**12), 0), "g": (-(10**12), 0),
-            "end": (10**12, 0), "G": (10**12, 0),
-        }
-        if event.key in moves:
-            event.stop()
-            self.move_cursor(*moves[event.key])
-        elif event.key == "enter":
-            event.stop()
-            self.post_message(self.RowChosen(self.cursor_row, self.token_key(self.cursor_row)))

@@ -35,8 +35,9 @@ class TextModal(ModalScreen[None]):
 
     def action_copy(self) -> None:
         if self.copy_text:
-            self.app.copy_to_clipboard(self.copy_text)
-            self.notify("copied to the clipboard (OSC 52)")
+            from opd_tui.clipboard import copy
+
+            copy(self.app, self.copy_text, "text")
 
 
 def help_body(scope: str, text: str) -> Group:

@@ -6,6 +6,7 @@ loaded row (or `G`), appended without touching the rows already in the table.
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static
@@ -45,6 +46,7 @@ class QuestionsScreen(OpdScreen):
         self.frame = pl.DataFrame()
         self.more = False
         """The last page was full: another may follow."""
+        self._order_cache: tuple[tuple[object, ...], list[str]] | None = None
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Input(placeholder="filter: DuckDB WHERE expression (f), e.g. accuracy < 0.5",
@@ -62,25 +64,57 @@ class QuestionsScreen(OpdScreen):
         super().selection_changed()
         self.refetch()
 
-    def _query(self, offset: int) -> Query:
+    def _query(self, offset: int, limit: int | None = None) -> Query:
         app = self.opd
         controls = [t["teacher"] for t in app.info.teachers if t["is_control"]]
         return questions_query(app.info.teacher_names, app.signal, controls=controls,
                                where=self.where, order_by=self.order_by,
-                               descending=self.descending, limit=PAGE, offset=offset,
+                               descending=self.descending, limit=limit or PAGE, offset=offset,
                                summary=not app.db.live)
 
-    def refetch(self) -> None:
+    def ordered_ids(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
+        """Every question id the current filter keeps, in the current sort order (all pages):
+        the order `]` / `[` step through on the Rollout screen. Cached per filter and sort."""
+        key = (self.where, self.order_by, self.descending, self.opd.signal)
+        if self._order_cache is None or self._order_cache[0] != key:
+            try:
+                q = self._query(0, limit=2**62)
+                ids = [str(r[0]) for r in cur.execute(
+                    f"SELECT question_id FROM ({q.sql})", list(q.params)).fetchall()]
+            except (QueryError, duckdb.Error):  # a bad filter: the list shows the error
+                return []
+            self._order_cache = (key, ids)
+        return self._order_cache[1]
+
+    def refetch(self, focus_table: bool = False) -> None:
         """Sort, filter or selection changed: reload from the first page."""
         error = self.query_one("#filter-error", Static)
+
+        def failed(message: str) -> None:
+            error.update(Text(message))
+            self.query_one("#filter", Input).focus()
+
         try:
             query = self._query(0)
         except QueryError as e:
-            error.update(Text(str(e)))
+            failed(str(e))
             return
+
+        def shown(frame: pl.DataFrame) -> None:
+            self._show(frame)
+            if focus_table:
+                self.query_one(DataTable).focus()
+
         self.queries = [query]
-        self.load("questions", lambda cur: fetch_questions(cur, query), self._show,
-                  lambda e: error.update(Text(f"filter error: {e}")))
+        self.load("questions", lambda cur: fetch_questions(cur, query), shown,
+                  lambda e: failed(f"filter error: {e}"))
+
+    def action_cursor(self, rows: int, columns: int) -> None:
+        """hjkl as the arrows."""
+        table = self.query_one(DataTable)
+        c = table.cursor_coordinate
+        table.cursor_coordinate = table.validate_cursor_coordinate(
+            c._replace(row=c.row + rows, column=c.column + columns))
 
     def next_page(self) -> None:
         """Append the next page (no-op while one is loading or when none is left)."""
@@ -128,9 +162,10 @@ class QuestionsScreen(OpdScreen):
         self.query_one("#question-text", Static).update(text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Apply the filter; the table takes focus only once it ran, so a correction typed
+        after an error goes into the input, not to the screen's keys."""
         self.where = event.value.strip()
-        self.query_one(DataTable).focus()
-        self.refetch()
+        self.refetch(focus_table=True)
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
@@ -160,7 +195,9 @@ class QuestionsScreen(OpdScreen):
     def action_open_question(self) -> None:
         question = self.selected_question()
         if question is not None:
-            self.opd.open_rollout(question, 0)
+            from opd_tui.screens.rollouts import RolloutsScreen
+
+            self.opd.push_screen(RolloutsScreen(question))
 
     def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
         event.stop()

@@ -105,21 +105,22 @@ def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFr
 class RolloutScreen(OpdScreen):
     scope = "rollout"
     BINDINGS = actions.bindings("rollout")
-    HELP = ("The rollout's tokens, coloured by the active layer (c cycles; default: edge, "
-            "cos - cos_sharp, the alignment beyond what sharpening alone earns, scaled over "
-            "[-2, 2]): blue helps / positive, orange-red hurts / negative, uncoloured tokens were "
-            "not probed. ⁺ and an underline mark tokens labelled helps, ⁻ hurts for the selected "
-            "teacher and signal (edge labels; the cos and beyond layers show their own): only a "
-            "decisive node (stakes >= tau) whose interval lies beyond +-epsilon is labelled, in "
-            "any colour mode. ␣ ⏎ ⇥ are whitespace, <...> special tokens, \\xNN undecodable "
-            "bytes. The inspector shows the cursor token's stakes (decisive or not), its "
-            "candidates (▸ = sampled, + = plausible: in C+, which stakes spreads over; S with "
-            "s/N), every teacher x signal edge with its interval and label, beyond sharpening "
-            "with the residual shares it needs (or why it is NULL), the best teacher with its "
-            "confidence or why there is none, and the controls. Tab focuses the inspector "
-            "(arrows scroll it).")
+    HELP = ("The rollout's tokens, coloured by the active layer (c cycles; default: edge, cos - "
+            'cos_sharp, the alignment beyond what sharpening alone earns, scaled over [-2, 2]): '
+            'blue helps / positive, orange-red hurts / negative, uncoloured tokens were not probed.'
+            ' Underlined tokens are labelled: bold helps, italic hurts, for the selected teacher '
+            'and signal (edge labels; the cos and beyond layers show their own; } and { jump to the'
+            ' next / previous one; / searches, then n / N step through matches): only a decisive '
+            'node (stakes >= tau) whose interval lies beyond +-epsilon is labelled, in any colour '
+            'mode. ␣ ⏎ ⇥ are whitespace, <...> special tokens, \\xNN undecodable bytes. The '
+            "inspector shows the cursor token's stakes (decisive or not), its candidates (▸ = "
+            'sampled, + = plausible: in C+, which stakes spreads over; S with s/N), every teacher x'
+            ' signal edge with its interval and label, beyond sharpening with the residual shares '
+            'it needs (or why it is NULL), the best teacher with its confidence or why there is '
+            'none, and the controls. Tab focuses the inspector (arrows scroll it).')
     DEFAULT_CSS = """
     RolloutScreen #title { height: 1; background: $boost; }
+    RolloutScreen #question { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     RolloutScreen #search { display: none; }
     RolloutScreen #search.visible { display: block; }
     RolloutScreen #split { height: 1fr; layout: horizontal; }
@@ -154,6 +155,7 @@ class RolloutScreen(OpdScreen):
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(id="title")
+        yield Static(id="question")
         yield Input(placeholder="search token text (Enter: next match, Esc: close)", id="search")
         with Container(id="split"):
             yield TokenView()
@@ -181,8 +183,9 @@ class RolloutScreen(OpdScreen):
         layer, teachers = self.layer, self.opd.info.non_control
         tq, lq = tokens_query(question_id, rollout), layers_query(question_id, rollout, teacher,
                                                                    signal)
-        rq = Query("SELECT * FROM rollouts WHERE question_id = ? AND rollout = ?",
-                   (question_id, rollout))
+        rq = Query("""SELECT r.*, q.question, q.final_answer FROM rollouts r
+                      JOIN questions q USING (question_id)
+                      WHERE r.question_id = ? AND r.rollout = ?""", (question_id, rollout))
 
         def fetch(cur: Any) -> RolloutData:
             tokens, layers = tq.run(cur), lq.run(cur)
@@ -225,6 +228,10 @@ class RolloutScreen(OpdScreen):
             for i, t in enumerate(self.opd.info.non_control):
                 text.append(f" {t}", categorical(i) or "")
         self.query_one("#title", Static).update(text)
+        question = Text.assemble(("Q ", "bold"), safe_text(r.get("question") or "∅", 400)
+                                 .replace("\n", " ⏎ "), ("   answer ", "bold"),
+                                 safe_text(r.get("final_answer") or "∅", 80))
+        self.query_one("#question", Static).update(question)
         self.update_status()
 
     def selection_changed(self) -> None:
@@ -338,8 +345,20 @@ class RolloutScreen(OpdScreen):
         search.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter: jump to the first match and hand the keys back to the tokens, where n / N
+        step through the matches (vim / less style)."""
         self.search_text = event.value or self.search_text
         self.find_next(self.search_text)
+        self.close_overlay()
+
+    def action_match(self, direction: int) -> None:
+        """n / N: next / previous search match; without a search, the significant tokens."""
+        if not self.search_text:
+            self.action_significant(direction)
+        elif direction > 0:
+            self.find_next(self.search_text)
+        else:
+            self.find_previous(self.search_text)
 
     def find_next(self, needle: str) -> bool:
         """Move to the next token whose text (or a span starting in it) matches; wraps."""
@@ -350,10 +369,24 @@ class RolloutScreen(OpdScreen):
         hit = self._full_text.find(needle.lower(), start)
         if hit < 0:
             hit = self._full_text.find(needle.lower())
+        return self._land(hit, needle)
+
+    def find_previous(self, needle: str) -> bool:
+        """Move to the previous match, a span starting before the cursor token; wraps."""
+        if not needle or not self._text_offsets:
+            return False
+        view = self.query_one(TokenView)
+        end = self._text_offsets[view.cursor]
+        hit = self._full_text.rfind(needle.lower(), 0, end + len(needle) - 1)
+        if hit < 0 or hit >= end:
+            hit = self._full_text.rfind(needle.lower())
+        return self._land(hit, needle)
+
+    def _land(self, hit: int, needle: str) -> bool:
         if hit < 0:
             self.notify(f"not found: {needle}", timeout=2)
             return False
-        view.move_to(bisect_right(self._text_offsets, hit) - 1)
+        self.query_one(TokenView).move_to(bisect_right(self._text_offsets, hit) - 1)
         return True
 
     def close_overlay(self) -> bool:

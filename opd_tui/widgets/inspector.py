@@ -13,6 +13,7 @@ from textual.widgets import Static
 
 from opd_tui.queries import NodeDetail
 from opd_tui.render import (
+    abbreviate,
     compact,
     fmt,
     fmt_fixed,
@@ -147,7 +148,8 @@ def _candidates(detail: NodeDetail, teachers: list[str],
                 levels: dict[str, float] | None) -> Table:
     """Token (▸ sampled), C+ mark, p, each teacher's q, S with interval and s/N, g."""
     cands = _table()
-    heads = ("tok", "C+", "p", *(f"q\n{_short(t, 6)}" for t in teachers),
+    short = abbreviate(teachers, 8)
+    heads = ("tok", "C+", "p", *(f"q\n{short[t]}" for t in teachers),
              f"S [{_level(levels, 's', 0.9)}]", "s/N", "g")
     for col in heads:
         cands.add_column(col, justify="left" if col in ("tok", "C+") else "right", no_wrap=True)

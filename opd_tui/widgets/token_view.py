@@ -21,8 +21,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 CURSOR = Style(reverse=True, bold=True)
-MARKER = Style(bold=True)
-SIGNIFICANT = Style(underline=True)
+MARKS = {"⁺": Style(underline=True, bold=True), "⁻": Style(underline=True, italic=True)}
+"""Helps / hurts as text attributes, never as inserted characters (`9⁻+⁺7⁺` was unreadable):
+underline marks a labelled token, bold helps, italic hurts; both survive NO_COLOR."""
 
 
 @dataclass
@@ -79,7 +80,7 @@ class TokenView(ScrollView, can_focus=True):
         self.refresh()
 
     def _cells(self, i: int) -> int:
-        return cell_len(self.paint.texts[i]) + cell_len(self.paint.markers[i])
+        return cell_len(self.paint.texts[i])
 
     def _relayout(self) -> None:
         width = max(self.scrollable_content_region.width, 8)
@@ -205,12 +206,10 @@ class TokenView(ScrollView, can_focus=True):
         paint = self.paint
         for i in range(self._line_starts[line], self._line_end(line)):
             style = base + (paint.styles[i] or Style())
-            marker = paint.markers[i]
-            if marker:
-                style += SIGNIFICANT
+            mark = MARKS.get(paint.markers[i])
+            if mark is not None:
+                style += mark
             if i == self.cursor:
                 style += CURSOR
             segments.append(Segment(paint.texts[i], style))
-            if marker:
-                segments.append(Segment(marker, base + MARKER))
         return Strip(segments).adjust_cell_length(width, base)
