@@ -761,3 +761,17 @@ async def test_rollouts_list_and_steps_follow_the_questions_filter(db: Path) -> 
         await press(pilot, "left_square_bracket")
         assert (screen.question_id, screen.rollout) == ("q0", 1)
     con.close()
+
+
+async def test_no_color_verdict_stays_readable(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR greys every colour: the rollout title's verdict must still stand out, by
+    attributes (reverse + bold), not by a grey close to the background."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_rollout(pilot)
+        title = screen.query_one("#title").render()
+        spans = [s for s in title.spans if "incorrect" in title.plain[s.start:s.end]]
+        assert spans, title.plain
+        style = spans[0].style
+        assert style.reverse and style.bold

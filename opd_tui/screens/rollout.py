@@ -220,7 +220,9 @@ class RolloutScreen(OpdScreen):
         verdict = r.get("verdict") or "?"
         text = Text.assemble(
             (f" {safe_text(self.question_id)} ", "bold"), f"rollout {self.rollout}  ",
-            (verdict, "green" if r.get("correct") else "red"),
+            # bold and reversed as well as coloured: NO_COLOR turned red on grey into grey on
+            # grey (237 on 234), an unreadable verdict
+            (f" {verdict} ", "bold reverse green" if r.get("correct") else "bold reverse red"),
             f"  {self.token_frame.height:,} tokens   layer: ", (self.layer.title, "bold"),
             f"   teacher {self.opd.teacher} / {self.opd.signal}",
         )
