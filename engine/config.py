@@ -215,20 +215,26 @@ class RunConfig:
                 f"{first_ext.name} at T={c.softened_temperature:g}: same knowledge, softer", True))
         return tuple(out)
 
+    def portable(self, path: str) -> str:
+        """A model or data path relative to the config's folder where it lies inside it.
+
+        What the run file stores and hashes, so that the same config in another checkout (CI
+        clones elsewhere) gives the same rows and fingerprint; paths outside stay as written.
+        """
+        if not Path(path).is_absolute():  # a hub id, or a path as written
+            return path
+        try:
+            return str(Path(path).resolve().relative_to(Path(self.source).resolve().parent))
+        except ValueError:
+            return path
+
     def fingerprint(self) -> str:
         """Hash of everything that changes results (output dir, memory, batch size excluded)."""
         d = asdict(self)
         for k in ("source", "output_dir", "raw_toml", "memory"):
             d.pop(k)
         d["continuations"].pop("batch_size")
-        base = Path(self.source).resolve().parent
-
-        def portable(p: str) -> str:  # the same config in another checkout hashes the same
-            try:
-                return str(Path(p).resolve().relative_to(base))
-            except ValueError:
-                return p
-
+        portable = self.portable
         d["student"]["model"] = portable(d["student"]["model"])
         d["data"]["path"] = portable(d["data"]["path"])
         for t in d["teachers"]:

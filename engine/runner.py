@@ -322,7 +322,8 @@ def process_question(world: World, q: Question, seeded: Seeded | None = None
                  prompt=None if prompt is None else prompt[0],
                  n_prompt_tokens=None if prompt is None else len(prompt[1]))
     for g in seeded.generated:
-        rows.add("contexts", question_id=q.id, context=g.context, model=g.model,
+        rows.add("contexts", question_id=q.id, context=g.context,
+                 model=g.model if g.model == "student" else world.cfg.portable(g.model),
                  prompt=g.prompt, text=g.text, n_tokens=g.n_tokens)
     names = [t.name for t in world.teachers]
     stats.n_rollouts = len(seeded.responses)
@@ -628,7 +629,7 @@ def run_tables(cfg: RunConfig, env: dict[str, Any]) -> dict[str, pa.Table]:
         "teachers": pa.table({
             "teacher": [t.name for t in teachers], "kind": [t.kind for t in teachers],
             "is_control": [t.is_control for t in teachers],
-            "model": [t.model or cfg.student.model for t in teachers],
+            "model": [cfg.portable(t.model or cfg.student.model) for t in teachers],
             "template": [t.prompt for t in teachers],
             "temperature": [t.temperature for t in teachers],
             "description": [t.description or f"{t.kind} teacher" for t in teachers],

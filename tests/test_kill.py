@@ -3,7 +3,7 @@ between the renames of a rewrite, inside the merge, at random times), then resum
 a database equal to an uninterrupted run in every table and column (same machine: bit-identical;
 only wall-clock values differ) and leave no temp file behind.
 
-CI runs the named failpoints and a few random kills; `OPD_KILL_LONG=1` runs 30 random kills.
+CI runs the named failpoints and a few random kills; `OPD_KILLS=30 OPD_KILL_SEED=1` runs 30.
 """
 
 from __future__ import annotations
@@ -220,9 +220,6 @@ def _random_kills(world: tuple[Path, Path], tmp_path: Path, kills: int, seed: in
 
 
 def test_random_kills_then_resume(world: tuple[Path, Path], tmp_path: Path) -> None:
-    _random_kills(world, tmp_path, kills=int(os.environ.get("OPD_KILLS", "2")), seed=0)
-
-
-@pytest.mark.skipif(not os.environ.get("OPD_KILL_LONG"), reason="long profile: OPD_KILL_LONG=1")
-def test_random_kills_long_profile(world: tuple[Path, Path], tmp_path: Path) -> None:
-    _random_kills(world, tmp_path, kills=30, seed=1)
+    """Two kills in the suite; the long profile is OPD_KILLS=30 OPD_KILL_SEED=1 (about 15 min)."""
+    _random_kills(world, tmp_path, kills=int(os.environ.get("OPD_KILLS", "2")),
+                  seed=int(os.environ.get("OPD_KILL_SEED", "0")))

@@ -112,3 +112,14 @@ def test_rerunning_one_demo_question_reproduces_its_rows(
                                    params=[qid]).to_arrow_table()
         fresh = tables[t.name].select(cols).cast(stored.schema)
         assert_rows_match(fresh, stored, list(t.key), t.name)
+
+
+def test_stored_model_paths_do_not_depend_on_the_checkout(demo: duckdb.DuckDBPyConnection) -> None:
+    """CI clones elsewhere: paths inside the config's folder are stored relative to it."""
+    paths = [r[0] for r in demo.execute("SELECT model FROM teachers UNION ALL "
+                                        "SELECT model FROM contexts").fetchall()]
+    assert paths and all(not p.startswith("/") and (SAMPLE / p).is_dir() for p in paths), paths
+    cfg = parse_config(SAMPLE / "demo.toml")
+    assert cfg.portable(cfg.student.model) == "models/student"
+    assert cfg.portable("/elsewhere/model") == "/elsewhere/model"
+    assert cfg.portable("Qwen/Qwen3-1.7B") == "Qwen/Qwen3-1.7B"
