@@ -111,6 +111,31 @@ ACTIONS: list[Action] = [
     Action("rollout.continuations", "e", "Show continuation texts", "rollout",
            "toggle_continuations"),
     Action("rollout.prompts", "p", "Teacher prompts", "rollout", "prompts"),
+    Action("rollout.curve", "w", "Value curve on/off", "rollout", "toggle_curve"),
+    Action("rollout.zoom", "z", "Inspector full screen (again: back)", "rollout", "zoom"),
+    Action("rollout.other_teacher", "D", "Diff layer: next second teacher", "rollout",
+           "other_teacher"),
+    Action("rollout.copy_details", "Y", "Copy the token's details (OSC 52)", "rollout",
+           "copy_details"),
+]
+
+
+# search across rollouts, bookmarks (app-wide keys hidden from the footer: help and palette)
+ACTIONS += [
+    Action("app.search", "F", "Search text across all rollouts", "app", show=False,
+           screen="opd_tui.screens.search:SearchScreen"),
+    Action("app.bookmarks", "B", "Bookmarks of this run", "app", show=False,
+           screen="opd_tui.screens.bookmarks:BookmarksScreen"),
+    Action("rollout.bookmark", "m", "Bookmark the token (again: remove it)", "rollout",
+           "bookmark", show=False),
+    Action("search.open", "enter", "Open the rollout at its first match", "search", "open_hit"),
+    Action("search.edit", "slash", "Edit the search text", "search", "edit"),
+    Action("search.down", "j", "Row down", "search", "cursor(1)", show=False),
+    Action("search.up", "k", "Row up", "search", "cursor(-1)", show=False),
+    Action("bookmarks.open", "enter", "Jump to the bookmarked token", "bookmarks", "open_mark"),
+    Action("bookmarks.delete", "d", "Delete the bookmark", "bookmarks", "delete_mark"),
+    Action("bookmarks.down", "j", "Row down", "bookmarks", "cursor(1)", show=False),
+    Action("bookmarks.up", "k", "Row up", "bookmarks", "cursor(-1)", show=False),
 ]
 
 

@@ -46,14 +46,16 @@ class OpdApp(App[None]):
 
         self.push_screen(QuestionsScreen())
 
-    def open_rollout(self, question_id: str, rollout: int, pos: int = 0) -> None:
+    def open_rollout(self, question_id: str, rollout: int, pos: int = 0,
+                     search: str = "") -> None:
         from opd_tui.screens.rollout import RolloutScreen
 
-        self.push_screen(RolloutScreen(question_id, rollout, pos))
+        self.push_screen(RolloutScreen(question_id, rollout, pos, search=search))
 
-    def open_token(self, question_id: str, rollout: int, pos: int) -> None:
-        """Jump to one token of one rollout (e.g. from a console result row)."""
-        self.open_rollout(question_id, rollout, pos)
+    def open_token(self, question_id: str, rollout: int, pos: int, search: str = "") -> None:
+        """Jump to one token of one rollout (e.g. from a console result row); `search` sets the
+        rollout's search text, so n / N step through its matches."""
+        self.open_rollout(question_id, rollout, pos, search)
 
     def step_rollout(self, question_id: str, rollout: int, delta: int) -> tuple[str, int] | None:
         if self._rollout_keys is None:

@@ -491,21 +491,32 @@ def tokens_query(question_id: str, rollout: int) -> Query:
     )
 
 
-def layers_query(question_id: str, rollout: int, teacher: str, signal: str) -> Query:
-    """Per probed node: the selected teacher/signal scores and the node's own values."""
+LABEL_RANK = "CASE {0} WHEN 'helps' THEN 1 WHEN 'hurts' THEN -1 ELSE 0 END"
+
+
+def layers_query(question_id: str, rollout: int, teacher: str, signal: str,
+                 other: str | None = None) -> Query:
+    """Per probed node: the selected teacher/signal scores, the node's own values, and the
+    difference to a second teacher `other` (edge_diff; label_diff says whose label is better
+    at a decisive node: 'helps' = the selected teacher's, 'hurts' = the other's)."""
     return Query(
-        """
+        f"""
         SELECT n.pos, s.edge, s.cos, s.beyond, s.gain, s.label_edge, s.label, s.label_beyond,
-               s.null_reason, n.v_hat + n.value_change AS s_sampled, n.value_change, n.stakes,
-               n.decisive, nt.kl_pq, nt.advantage, n.best_teacher
+               s.null_reason, n.v_hat, n.v_hat + n.value_change AS s_sampled, n.value_change,
+               n.stakes, n.decisive, nt.kl_pq, nt.advantage, n.best_teacher,
+               s.edge - o.edge AS edge_diff,
+               CASE sign({LABEL_RANK.format("s.label_edge")} - {LABEL_RANK.format("o.label_edge")})
+                   WHEN 1 THEN 'helps' WHEN -1 THEN 'hurts' END AS label_diff
         FROM (SELECT * FROM nodes WHERE question_id = ? AND rollout = ?) n
         LEFT JOIN (SELECT * FROM scores WHERE question_id = ? AND rollout = ?
                    AND teacher = ? AND signal = ?) s USING (pos)
+        LEFT JOIN (SELECT * FROM scores WHERE question_id = ? AND rollout = ?
+                   AND teacher = ? AND signal = ?) o USING (pos)
         LEFT JOIN (SELECT * FROM node_teacher WHERE question_id = ? AND rollout = ?
                    AND teacher = ?) nt USING (pos)
         ORDER BY n.pos""",
         (question_id, rollout, question_id, rollout, teacher, signal, question_id, rollout,
-         teacher),
+         other or "", signal, question_id, rollout, teacher),
     )
 
 
@@ -539,6 +550,8 @@ LAYERS: tuple[Layer, ...] = (
     Layer("entropy", "student entropy H(p)", "entropy", "sequential"),
     Layer("kl", "KL(p||q) to the teacher", "kl_pq", "sequential"),
     Layer("best", "best teacher per token", "best_teacher", "categorical"),
+    Layer("diff", "edge difference to a second teacher", "edge_diff", "diverging", "label_diff",
+          4.0),
 )
 """The first layer is the default: edge, the headline score."""
 

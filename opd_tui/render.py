@@ -138,9 +138,21 @@ def sequential(value: float | None, scale: float) -> Style | None:
     return Style(bgcolor=Color.from_rgb(*rgb), color="white")
 
 
-def categorical(index: int | None) -> Style | None:
+MONO_GREYS = (240, 40, 200, 80, 160, 120, 220, 60)
+"""Grey backgrounds for categories under NO_COLOR, in use order: the Okabe-Ito colours turn
+into four near-identical greys there (luminance 150-162), so categories get their own levels:
+the first six 40 apart (30 after a 256-colour terminal's quantisation), all eight 20 apart;
+text is black on light, bold white on dark."""
+
+
+def categorical(index: int | None, mono: bool = False) -> Style | None:
+    """Background of a category (best teacher per token); `mono`: the NO_COLOR grey levels."""
     if index is None or index < 0:
         return None
+    if mono:
+        level = MONO_GREYS[index % len(MONO_GREYS)]
+        return Style(bgcolor=Color.from_rgb(level, level, level),
+                     color="black" if level >= 128 else "white", bold=level < 128)
     rgb = CATEGORICAL[index % len(CATEGORICAL)]
     return Style(bgcolor=Color.from_rgb(*rgb), color="black")
 

@@ -15,6 +15,7 @@ import tui_tiny_db
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Input
+from tui_pilot import press, settle
 
 from opd_tui import actions
 from opd_tui.app import OpdApp, make_app
@@ -39,18 +40,6 @@ def instant_inspector(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tui_tiny_db.build(tmp_path_factory.mktemp("tui") / "tiny.duckdb")
-
-
-async def settle(pilot: Pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(pilot: Pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
 
 
 EPSILON = 0.05
@@ -203,8 +192,14 @@ async def test_layers_cycle_and_marker_survives_every_layer(db: Path) -> None:
             await press(pilot, "c")
             seen.append(screen.layer.id)
             score = own.get(screen.layer.id, "edge")
-            assert screen.significant_indices() == expected_significant(0, 0, 0, score=score), \
-                screen.layer.id
+            want = expected_significant(0, 0, 0, score=score)
+            if screen.layer.id == "diff":  # marks where strong's label and weak's differ
+                assert screen.other_teacher == "weak"
+                rank = {"helps": 1, "hurts": -1}
+                mine, other = expected_labels(0, 0, 0), expected_labels(0, 0, 1)
+                want = sorted(p for p in set(mine) | set(other)
+                              if rank.get(mine.get(p, ""), 0) != rank.get(other.get(p, ""), 0))
+            assert screen.significant_indices() == want, screen.layer.id
         assert seen[0] == seen[-1] and set(seen) == {layer.id for layer in LAYERS}
         await press(pilot, "C")
         assert screen.layer.id == LAYERS[-1].id

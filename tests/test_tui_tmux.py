@@ -67,11 +67,17 @@ def _keys(session: str, *keys: str) -> None:
     subprocess.run(["tmux", "send-keys", "-t", session, *keys], check=True)
 
 
+SQL_STRONG_HURTS_OTHER_HELPS = (
+    "SELECT s.question_id, s.rollout, s.pos, s.edge FROM scores s JOIN scores o USING "
+    "(question_id, rollout, pos, signal) WHERE s.teacher = 'strong' AND s.label_edge = 'hurts' "
+    "AND o.teacher <> 'strong' AND o.label_edge = 'helps'")
+
+
 @pytest.mark.parametrize("no_color", [False, True])
 def test_triage_path_at_80x24(tmp_path: Path, no_color: bool) -> None:
     """The path a researcher walks at 80x24: failing questions -> a rollout -> its first
     decisive token -> the continuation texts -> SQL for 'strong hurts where another teacher
-    helps' -> CSV export; in colour and with NO_COLOR."""
+    helps' -> CSV export -> a histogram of the result's edge; in colour and with NO_COLOR."""
     db = tui_tiny_db.build(tmp_path / "tiny.duckdb")
     session = f"opd-triage-{tmp_path.name}"
     env = "NO_COLOR=1 " if no_color else ""
@@ -98,8 +104,7 @@ def test_triage_path_at_80x24(tmp_path: Path, no_color: bool) -> None:
         _wait_for(session, "success:")
         _keys(session, "Tab", "q", "q", ":")
         _wait_for(session, "F2")
-        _keys(session, "-l", "SELECT question_id, rollout, pos FROM scores WHERE teacher = "
-              "'strong' AND label_edge = 'hurts'")
+        _keys(session, "-l", SQL_STRONG_HURTS_OTHER_HELPS)
         _keys(session, "F5")
         _wait_for(session, "rows")
         _keys(session, "F8")
@@ -110,9 +115,12 @@ def test_triage_path_at_80x24(tmp_path: Path, no_color: bool) -> None:
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         con = __import__("duckdb").connect(str(db), read_only=True)
-        want = con.execute("SELECT count(*) FROM scores WHERE teacher = 'strong' AND "
-                           "label_edge = 'hurts'").fetchall()[0][0]
+        want = con.execute(f"SELECT count(*) FROM ({SQL_STRONG_HURTS_OTHER_HELPS})").fetchone()[0]
         con.close()
         assert want > 0 and len(out.read_text().splitlines()) == want + 1
+        _keys(session, "F3")
+        _wait_for(session, "Histogram of one column")
+        _keys(session, "Enter")  # the dialog opens on its Plot button
+        screen = _wait_for(session, f"histogram of edge · {want:,} rows")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -10,6 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from opd_tui import actions
+from opd_tui.glossary import glossary_table
 
 
 class TextModal(ModalScreen[None]):
@@ -47,4 +48,4 @@ def help_body(scope: str, text: str) -> Group:
     table.add_column("id", style="dim")
     for a in actions.for_scope(scope):
         table.add_row(a.key_label, a.description, a.id)
-    return Group(Text(text + "\n"), table)
+    return Group(Text(text + "\n"), table, Text(""), glossary_table())

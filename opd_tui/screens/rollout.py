@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from rich.console import Console, RenderableType
 from rich.style import Style
 from rich.text import Text
 from textual.containers import Container
@@ -41,12 +43,15 @@ from opd_tui.render import (
 from opd_tui.screens.base import OpdScreen
 from opd_tui.screens.modals import TextModal
 from opd_tui.widgets.inspector import Inspector, node_renderable
+from opd_tui.widgets.legend import legend
 from opd_tui.widgets.token_view import TokenPaint, TokenView
+from opd_tui.widgets.value_curve import ValueCurve
 
 
 def layer_paint(layer: Layer, tokens: pl.DataFrame, layers: pl.DataFrame,
-                teachers: list[str]) -> tuple[list[Style | None], list[str]]:
-    """Per-token style and help/hurt marker for one layer (unprobed tokens: no style)."""
+                teachers: list[str], mono: bool = False) -> tuple[list[Style | None], list[str]]:
+    """Per-token style and help/hurt marker for one layer (unprobed tokens: no style); `mono`:
+    NO_COLOR, where categories need grey levels of their own."""
     n = tokens.height
     index = {pos: i for i, pos in enumerate(tokens["pos"].to_list())}
     source = tokens if layer.column in tokens.columns else layers
@@ -61,7 +66,8 @@ def layer_paint(layer: Layer, tokens: pl.DataFrame, layers: pl.DataFrame,
             labels[index[pos]] = label
     if layer.kind == "categorical":
         order = {t: i for i, t in enumerate(teachers)}
-        styles = [categorical(order.get(v, -1)) if v is not None else None for v in values]
+        styles = [categorical(order.get(v, -1), mono) if v is not None else None
+                  for v in values]
     elif layer.kind == "sequential":
         scale = layer.scale or quantile_scale(values)
         styles = [sequential(v, scale) for v in values]
@@ -84,8 +90,15 @@ class RolloutData:
     text_offsets: list[int]
 
 
+def per_token(tokens: pl.DataFrame, layers: pl.DataFrame, column: str) -> list[Any]:
+    """A node column aligned to the token indices (NULL at tokens without a node)."""
+    by_pos = dict(zip(layers["pos"].to_list(), layers[column].to_list(), strict=True)) if (
+        layers.height) else {}
+    return [by_pos.get(pos) for pos in tokens["pos"].to_list()]
+
+
 def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFrame,
-                 layer: Layer, teachers: list[str]) -> RolloutData:
+                 layer: Layer, teachers: list[str], mono: bool = False) -> RolloutData:
     raw_texts = tokens["token_text"].to_list()
     texts = [
         visible_token(t, b, is_special=bool(s))
@@ -96,7 +109,7 @@ def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFr
     for t in raw_texts:
         offsets.append(x)
         x += len(t or "")
-    styles, markers = layer_paint(layer, tokens, layers, teachers)
+    styles, markers = layer_paint(layer, tokens, layers, teachers, mono)
     paint = TokenPaint(texts, [ends_line(t) for t in raw_texts], styles, markers)
     return RolloutData(tokens, layers, rollouts.row(0, named=True) if rollouts.height else {},
                        paint, layer.id, "".join(t or "" for t in raw_texts).lower(), offsets)
@@ -105,22 +118,22 @@ def rollout_data(tokens: pl.DataFrame, layers: pl.DataFrame, rollouts: pl.DataFr
 class RolloutScreen(OpdScreen):
     scope = "rollout"
     BINDINGS = actions.bindings("rollout")
-    HELP = ("The rollout's tokens, coloured by the active layer (c cycles; default: edge, cos - "
-            'cos_sharp, the alignment beyond what sharpening alone earns, scaled over [-2, 2]): '
-            'blue helps / positive, orange-red hurts / negative, uncoloured tokens were not probed.'
-            ' Underlined tokens are labelled: bold helps, italic hurts, for the selected teacher '
-            'and signal (edge labels; the cos and beyond layers show their own; } and { jump to the'
-            ' next / previous one; / searches, then n / N step through matches): only a decisive '
-            'node (stakes >= tau) whose interval lies beyond +-epsilon is labelled, in any colour '
-            'mode. ␣ ⏎ ⇥ are whitespace, <...> special tokens, \\xNN undecodable bytes. The '
-            "inspector shows the cursor token's stakes (decisive or not), its candidates (▸ = "
-            'sampled, + = plausible: in C+, which stakes spreads over; S with s/N), every teacher x'
-            ' signal edge with its interval and label, beyond sharpening with the residual shares '
-            'it needs (or why it is NULL), the best teacher with its confidence or why there is '
-            'none, and the controls. Tab focuses the inspector (arrows scroll it).')
+    HELP = ("Tokens coloured by the layer (c cycles; the legend line says what colours mean; "
+            "default: edge over [-2, 2], blue helps, red hurts, plain = not probed). Underlined "
+            "= labelled at a decisive node for the selected teacher and signal: bold helps, "
+            "italic hurts (} { next / previous; / search, n N matches). ␣ ⏎ ⇥ whitespace, <...> "
+            "special tokens, \\xNN raw bytes. The value curve (w) draws V̂ and S(y) along the "
+            "rollout: where S(y) falls below V̂ the rollout was lost. The inspector says why in "
+            "its first line, then stakes, candidates (▸ sampled, + in C+), edge per teacher x "
+            "signal, beyond, best teacher, controls; Tab focuses it, z gives it the screen, Y "
+            "copies it. D: diff layer against a second teacher. Terms: glossary below.")
     DEFAULT_CSS = """
     RolloutScreen #title { height: 1; background: $boost; }
     RolloutScreen #question { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    RolloutScreen #legend { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    RolloutScreen ValueCurve.hidden { display: none; }
+    RolloutScreen #split.zoom TokenView { display: none; }
+    RolloutScreen #split.zoom Inspector { width: 1fr; }
     RolloutScreen #search { display: none; }
     RolloutScreen #search.visible { display: block; }
     RolloutScreen #split { height: 1fr; layout: horizontal; }
@@ -131,7 +144,7 @@ class RolloutScreen(OpdScreen):
                                             border-top: solid $primary; }
     """
 
-    def __init__(self, question_id: str, rollout: int, pos: int = 0) -> None:
+    def __init__(self, question_id: str, rollout: int, pos: int = 0, search: str = "") -> None:
         super().__init__()
         self.question_id, self.rollout, self.start_pos = question_id, rollout, pos
         self.layer_index = 0
@@ -140,11 +153,13 @@ class RolloutScreen(OpdScreen):
         self.rollout_row: dict[str, Any] = {}
         self.show_texts = False
         self.detail: NodeDetail | None = None
-        self.search_text = ""
+        self.search_text = search
         self._text_offsets: list[int] = []
         self._full_text = ""
         self.loaded = False
         self._inspector_timer: Timer | None = None
+        self.other_teacher: str | None = None
+        """The second teacher of the diff layer (D cycles it)."""
 
     @property
     def layer(self) -> Layer:
@@ -156,6 +171,8 @@ class RolloutScreen(OpdScreen):
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(id="title")
         yield Static(id="question")
+        yield Static(id="legend")
+        yield ValueCurve()
         yield Input(placeholder="search token text (Enter: next match, Esc: close)", id="search")
         with Container(id="split"):
             yield TokenView()
@@ -167,9 +184,16 @@ class RolloutScreen(OpdScreen):
 
     def on_resize(self, event: Resize) -> None:
         self.query_one("#split").set_class(event.size.width < self.NARROW, "narrow")
+        if self.detail is not None:  # the candidate table may now fit whole, or not
+            self.call_after_refresh(self._show_detail, self.detail)
+
+    CURVE_MIN_HEIGHT = 30
+    """Below this many rows the value curve starts hidden (w shows it): 80x24 needs the room."""
 
     def on_mount(self) -> None:
         self.query_one("#split").set_class(self.app.size.width < self.NARROW, "narrow")
+        self.query_one(ValueCurve).set_class(self.app.size.height < self.CURVE_MIN_HEIGHT,
+                                             "hidden")
         self.query_one(TokenView).focus()
         self.load_rollout(self.question_id, self.rollout, self.start_pos)
 
@@ -179,17 +203,17 @@ class RolloutScreen(OpdScreen):
         """Fetch the rollout and build its paint (32k tokens: ~1 s of Python) in a worker."""
         self.question_id, self.rollout = question_id, rollout
         self.loaded = False
-        teacher, signal = self.opd.teacher, self.opd.signal
-        layer, teachers = self.layer, self.opd.info.non_control
-        tq, lq = tokens_query(question_id, rollout), layers_query(question_id, rollout, teacher,
-                                                                   signal)
+        teacher, signal, other = self.opd.teacher, self.opd.signal, self._other()
+        layer, teachers, mono = self.layer, self.opd.info.non_control, self.app.no_color
+        tq = tokens_query(question_id, rollout)
+        lq = layers_query(question_id, rollout, teacher, signal, other)
         rq = Query("""SELECT r.*, q.question, q.final_answer FROM rollouts r
                       JOIN questions q USING (question_id)
                       WHERE r.question_id = ? AND r.rollout = ?""", (question_id, rollout))
 
         def fetch(cur: Any) -> RolloutData:
             tokens, layers = tq.run(cur), lq.run(cur)
-            return rollout_data(tokens, layers, rq.run(cur), layer, teachers)
+            return rollout_data(tokens, layers, rq.run(cur), layer, teachers, mono)
 
         self.queries = [tq, lq]
         self.load("rollout", fetch, lambda r: self._show_rollout(r, pos))
@@ -201,6 +225,7 @@ class RolloutScreen(OpdScreen):
         if self.layer.id != data.layer_id:  # the layer changed while loading
             data.paint = TokenPaint(data.paint.texts, data.paint.breaks, *self._layer_paint())
         index = self._index_of(pos)
+        self._show_curve()
         self.query_one(TokenView).set_tokens(data.paint, index)
         self.loaded = True
         self._update_title()
@@ -213,7 +238,25 @@ class RolloutScreen(OpdScreen):
 
     def _layer_paint(self) -> tuple[list[Style | None], list[str]]:
         return layer_paint(self.layer, self.token_frame, self.layer_frame,
-                           self.opd.info.non_control)
+                           self.opd.info.non_control, self.app.no_color)
+
+    def _show_curve(self) -> None:
+        self.query_one(ValueCurve).set_values(
+            per_token(self.token_frame, self.layer_frame, "v_hat"),
+            per_token(self.token_frame, self.layer_frame, "s_sampled"))
+
+    def _others(self) -> list[str]:
+        """Teachers to compare the selected one with: the real ones first, then the controls."""
+        info = self.opd.info
+        ordered = info.non_control + [t for t in info.teacher_names if t not in info.non_control]
+        return [t for t in ordered if t != self.opd.teacher]
+
+    def _other(self) -> str | None:
+        """The diff layer's second teacher: kept while it differs from the selected one."""
+        names = self._others()
+        if self.other_teacher not in names:
+            self.other_teacher = names[0] if names else None
+        return self.other_teacher
 
     def _update_title(self) -> None:
         r = self.rollout_row
@@ -226,10 +269,11 @@ class RolloutScreen(OpdScreen):
             f"  {self.token_frame.height:,} tokens   layer: ", (self.layer.title, "bold"),
             f"   teacher {self.opd.teacher} / {self.opd.signal}",
         )
-        if self.layer.kind == "categorical":
-            for i, t in enumerate(self.opd.info.non_control):
-                text.append(f" {t}", categorical(i) or "")
+        if self.layer.id == "diff":
+            text.append(f" vs {self.other_teacher}", "bold")
         self.query_one("#title", Static).update(text)
+        self.query_one("#legend", Static).update(legend(
+            self.layer, self.opd.info.non_control, self.app.no_color, self.other_teacher))
         question = Text.assemble(("Q ", "bold"), safe_text(r.get("question") or "∅", 400)
                                  .replace("\n", " ⏎ "), ("   answer ", "bold"),
                                  safe_text(r.get("final_answer") or "∅", 80))
@@ -241,13 +285,15 @@ class RolloutScreen(OpdScreen):
         super().selection_changed()
         if not self.loaded:
             return
-        lq = layers_query(self.question_id, self.rollout, self.opd.teacher, self.opd.signal)
+        lq = layers_query(self.question_id, self.rollout, self.opd.teacher, self.opd.signal,
+                          self._other())
         self.queries = [self.queries[0], lq]
         tokens, layer, teachers = self.token_frame, self.layer, self.opd.info.non_control
+        mono = self.app.no_color
 
         def fetch(cur: Any) -> tuple[pl.DataFrame, Layer, tuple[list[Style | None], list[str]]]:
             layers = lq.run(cur)
-            return layers, layer, layer_paint(layer, tokens, layers, teachers)
+            return layers, layer, layer_paint(layer, tokens, layers, teachers, mono)
 
         self.load("layers", fetch, self._show_layers)
 
@@ -259,6 +305,7 @@ class RolloutScreen(OpdScreen):
         self, result: tuple[pl.DataFrame, Layer, tuple[list[Style | None], list[str]]]
     ) -> None:
         self.layer_frame, layer, paint = result
+        self._show_curve()
         self.query_one(TokenView).restyle(*(paint if layer == self.layer else self._layer_paint()))
         self._update_title()
 
@@ -271,6 +318,7 @@ class RolloutScreen(OpdScreen):
     """Seconds the cursor must rest before the inspector is queried: held keys stay fluid."""
 
     def on_token_view_cursor_moved(self, event: TokenView.CursorMoved) -> None:
+        self.query_one(ValueCurve).set_cursor(event.pos)
         if self._inspector_timer is not None:
             self._inspector_timer.stop()
         self._inspector_timer = self.set_timer(self.INSPECTOR_DELAY,
@@ -289,9 +337,15 @@ class RolloutScreen(OpdScreen):
 
     def _show_detail(self, detail: NodeDetail) -> None:
         self.detail = detail
+        self.query_one(Inspector).show(self._detail_renderable(detail))
+
+    def _detail_renderable(self, detail: NodeDetail, whole: bool = False) -> RenderableType:
+        """The inspector's rendering at its width; `whole`: unsplit, names in full (copies)."""
         info = self.opd.info
-        self.query_one(Inspector).show(
-            node_renderable(detail, info.non_control, self.show_texts, info.rules, info.levels))
+        width = None if whole else (self.query_one(Inspector).scrollable_content_region.width
+                                    or None)
+        return node_renderable(detail, info.non_control, self.show_texts, info.rules,
+                               info.levels, self.opd.teacher, self.opd.signal, width)
 
     # -- actions --------------------------------------------------------------------------
 
@@ -299,10 +353,25 @@ class RolloutScreen(OpdScreen):
         view = self.query_one(TokenView)
         view.move_to(view.cursor + delta)
 
+    @property
+    def zoomed(self) -> bool:
+        return self.query_one("#split").has_class("zoom")
+
+    def _scroll_inspector(self, lines: int) -> None:
+        inspector = self.query_one(Inspector)  # from the target: held keys add up in one frame
+        inspector.scroll_to(y=inspector.scroll_target_y + lines, animate=False)
+
     def action_line(self, delta: int) -> None:
-        self.query_one(TokenView).move_lines(delta)
+        """Up / down: token lines; with the inspector zoomed (z), its lines."""
+        if self.zoomed:
+            self._scroll_inspector(delta)
+        else:
+            self.query_one(TokenView).move_lines(delta)
 
     def action_page(self, delta: int) -> None:
+        if self.zoomed:
+            self._scroll_inspector(delta * max(self.query_one(Inspector).size.height - 1, 1))
+            return
         view = self.query_one(TokenView)
         view.move_lines(delta * view.page_lines)
 
@@ -340,6 +409,48 @@ class RolloutScreen(OpdScreen):
         self.show_texts = not self.show_texts
         if self.detail is not None:
             self._show_detail(self.detail)
+
+    def action_toggle_curve(self) -> None:
+        self.query_one(ValueCurve).toggle_class("hidden")
+
+    def action_zoom(self) -> None:
+        """The inspector alone, for its teacher rows at 80x24 (← → still step through the
+        tokens, ↑ ↓ PgUp PgDn scroll it); again: tokens and inspector."""
+        self.query_one("#split").toggle_class("zoom")
+        self.query_one(TokenView).focus()
+        if self.detail is not None:
+            self.call_after_refresh(self._show_detail, self.detail)
+
+    def action_other_teacher(self) -> None:
+        """D: the diff layer's second teacher steps through the others (and shows the layer)."""
+        names = self._others()
+        if not names:
+            self.notify("no second teacher to compare with", timeout=2)
+            return
+        current = self._other()
+        self.other_teacher = names[(names.index(current) + 1) % len(names)] if (
+            current in names) else names[0]
+        self.layer_index = next(i for i, layer in enumerate(LAYERS) if layer.id == "diff")
+        self.notify(f"diff layer: {self.opd.teacher} - {self.other_teacher}", timeout=2)
+        self.selection_changed()
+
+    def details_text(self) -> str:
+        """The inspector's content as plain text, for the clipboard (Y)."""
+        if self.detail is None:
+            return ""
+        console = Console(width=160, record=True, no_color=True, file=io.StringIO())
+        console.print(self._detail_renderable(self.detail, whole=True))
+        head = f"{self.question_id} rollout {self.rollout} pos {self.detail.pos}\n"
+        return head + console.export_text(styles=False)
+
+    def action_copy_details(self) -> None:
+        from opd_tui.clipboard import copy
+
+        text = self.details_text()
+        if not text:
+            self.notify("no token details yet", timeout=2)
+            return
+        copy(self.app, text, "token details")
 
     def action_search(self) -> None:
         search = self.query_one("#search", Input)
@@ -423,3 +534,26 @@ class RolloutScreen(OpdScreen):
             self.app.push_screen(TextModal("teacher prompts", body, query.inline()))
 
         self.load("prompts", lambda cur: (query.run(cur), generated.run(cur)), show)
+
+    def action_bookmark(self) -> None:
+        """m: bookmark the token under the cursor, or remove its bookmark (kept in the user's
+        data directory, never in the run)."""
+        from opd_tui.bookmarks import BookmarkError, BookmarkStore
+
+        view = self.query_one(TokenView)
+        if not self.loaded or not 0 <= view.cursor < self.token_frame.height:
+            self.notify("no token to bookmark here", timeout=2)
+            return
+        pos = self._pos_at(view.cursor)
+        text = self.token_frame["token_text"][view.cursor] or ""
+        store = BookmarkStore()
+        try:
+            added = store.toggle(self.opd.db.path, self.question_id, self.rollout, pos, text)
+        except BookmarkError as e:
+            self.notify(str(e), severity="error", timeout=6)
+            return
+        finally:
+            if store.warning:
+                self.notify(store.warning, severity="warning", timeout=8)
+        where = f"{self.question_id} r{self.rollout} pos {pos}"
+        self.notify(f"bookmarked {where}" if added else f"bookmark removed: {where}", timeout=2)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from textual.containers import ScrollableContainer
@@ -83,13 +85,57 @@ def _best_line(node: dict[str, Any]) -> Text:
     return line
 
 
+def _s_of(row: dict[str, Any]) -> str:
+    return f"S({visible_token(row['token_text'], None, max_cells=10)}) = " + (
+        f"{row['s']}/{row['n']}" if row["n"] is not None else "∅")
+
+
+def why_line(detail: NodeDetail, teacher: str | None, signal: str | None,
+             rules: dict[str, float] | None = None) -> Text | None:
+    """One line that says why the token matters for the selected teacher: the sampled token's
+    success against the best alternative's, where the teacher puts its mass, and the verdict
+    (e.g. `S(9) = 0/12 vs S(8) = 11/12; strong puts .999 on 9 → edge -.97 hurts`)."""
+    rows = list(detail.candidates.iter_rows(named=True)) if detail.candidates.height else []
+    sampled = next((r for r in rows if r["is_sampled"]), None)
+    if sampled is None:
+        return None
+    line = Text("why: ", "bold")
+    line.append(_s_of(sampled))
+    others = [r for r in rows if not r["is_sampled"] and r["s_hat"] is not None]
+    if others:
+        alt = max(others, key=lambda r: (r["s_hat"], r["p"] or 0.0))
+        line.append(f" vs {_s_of(alt)}")
+    column = f"q_{teacher}"
+    if teacher and rows and column in rows[0]:
+        top = max(rows, key=lambda r: r.get(column) or 0.0)
+        if top.get(column) is not None:
+            line.append(f"; {teacher} puts {_prob(top[column])} on "
+                        f"{visible_token(top['token_text'], None, max_cells=10)}")
+    score = next((r for r in detail.scores.iter_rows(named=True)
+                  if r["teacher"] == teacher and r["signal"] == signal), None) if (
+        detail.scores.height) else None
+    decisive = detail.node.get("decisive")
+    if score is not None and score["edge"] is not None:
+        line.append(f" → edge {fmt_fixed(score['edge'])} ")
+        line.append_text(_label(score["label_edge"]) if decisive else Text(
+            f"not decisive (stakes {_prob(detail.node.get('stakes'))} < "
+            f"{(rules or {}).get('tau_stakes', 0.1):g})", "dim"))
+    elif score is not None:
+        line.append(f" → edge ∅ ({score['null_reason'] or 'no value'})", "dim")
+    return line
+
+
 def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool,
                     rules: dict[str, float] | None = None,
-                    levels: dict[str, float] | None = None) -> RenderableType:
+                    levels: dict[str, float] | None = None,
+                    teacher: str | None = None, signal: str | None = None,
+                    width: int | None = None) -> RenderableType:
     """Everything stored about the cursor token's node, laid out to fit ~80 columns.
 
     `teachers` name the q columns of the candidate table (the non-control ones: they decide
-    C+); `rules` and `levels` are meta score_rules and interval_levels (RunInfo)."""
+    C+); `rules` and `levels` are meta score_rules and interval_levels (RunInfo); `teacher` and
+    `signal` (the selection) are what the one-line "why" speaks of; `width` is the panel's, under
+    which the candidate table splits in two rather than cut its cells to `.…`."""
     rules = rules or {}
     node: dict[str, Any] = detail.node
     token = visible_token(node.get("token_text"), max_cells=40)
@@ -101,6 +147,9 @@ def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool,
     if detail.candidates.is_empty():
         return Group(head, Text("not probed: no candidates or scores at this token", "dim"))
     parts: list[RenderableType] = [head]
+    why = why_line(detail, teacher, signal, rules)
+    if why is not None:
+        parts.append(why)
     parts.append(Text(
         f"V̂ {fmt(node.get('v_hat'), 3, signed=False)}   value change "
         f"{fmt(node.get('value_change'))}   m_s {fmt(node.get('m_s'), 2, signed=False)}   "
@@ -112,7 +161,7 @@ def node_renderable(detail: NodeDetail, teachers: list[str], show_texts: bool,
     rho = rules.get("rho", 0.05)
     parts += [
         _title("candidates (▸ sampled; C+ +: plausible, the set stakes spreads over)"),
-        _candidates(detail, teachers, levels),
+        *_candidate_tables(detail, teachers, levels, width),
         _title("edge = cos - cos_sharp per teacher x signal (labels only at decisive nodes; "
                "cos ⁺/⁻: its own label; controls in italics, last)"),
         _scores(detail, levels),
@@ -144,13 +193,13 @@ def _prob(x: float | None) -> str:
     return text[1:] if text.startswith("0.") else text
 
 
-def _candidates(detail: NodeDetail, teachers: list[str],
-                levels: dict[str, float] | None) -> Table:
+def _candidates(detail: NodeDetail, teachers: list[str], levels: dict[str, float] | None,
+                with_q: bool = True, with_s: bool = True, name_cells: int = 8) -> Table:
     """Token (▸ sampled), C+ mark, p, each teacher's q, S with interval and s/N, g."""
     cands = _table()
-    short = abbreviate(teachers, 8)
-    heads = ("tok", "C+", "p", *(f"q\n{short[t]}" for t in teachers),
-             f"S [{_level(levels, 's', 0.9)}]", "s/N", "g")
+    short = abbreviate(teachers, name_cells)
+    heads = ("tok", "C+", "p", *((f"q\n{short[t]}" for t in teachers) if with_q else ()),
+             *((f"S [{_level(levels, 's', 0.9)}]", "s/N", "g") if with_s else ()))
     for col in heads:
         cands.add_column(col, justify="left" if col in ("tok", "C+") else "right", no_wrap=True)
     for row in detail.candidates.iter_rows(named=True):
@@ -164,11 +213,32 @@ def _candidates(detail: NodeDetail, teachers: list[str],
             s_n += f" +{row['n_unverifiable']}?"
         cands.add_row(
             tok, "∅" if plausible is None else ("+" if plausible else ""), _prob(row["p"]),
-            *(_prob(row.get(f"q_{t}")) for t in teachers),
-            f"{_prob(row['s_hat'])}[{_prob(row['s_lo'])},{_prob(row['s_hi'])}]",
-            s_n, compact(row["g"]),
+            *((_prob(row.get(f"q_{t}")) for t in teachers) if with_q else ()),
+            *((f"{_prob(row['s_hat'])}[{_prob(row['s_lo'])},{_prob(row['s_hi'])}]",
+               s_n, compact(row["g"])) if with_s else ()),
         )
     return cands
+
+
+def natural_width(renderable: RenderableType) -> int:
+    """Cells `renderable` takes unsqueezed (rich's maximum measurement)."""
+    console = Console(width=1000, file=io.StringIO())
+    return Measurement.get(console, console.options, renderable).maximum
+
+
+def _candidate_tables(detail: NodeDetail, teachers: list[str], levels: dict[str, float] | None,
+                      width: int | None) -> list[RenderableType]:
+    """One table where it fits `width`; else success (S, s/N, g) and the teachers' q apart.
+    No width (a copy to the clipboard): one table with the teachers' full names."""
+    if width is None:
+        return [_candidates(detail, teachers, levels,
+                            name_cells=max(map(len, teachers), default=8))]
+    whole = _candidates(detail, teachers, levels)
+    if natural_width(whole) <= width:
+        return [whole]
+    return [_candidates(detail, teachers, levels, with_q=False),
+            _title("each teacher's q of the candidates"),
+            _candidates(detail, teachers, levels, with_s=False)]
 
 
 def _teacher_cell(row: dict[str, Any]) -> Text:
@@ -242,7 +312,7 @@ class Inspector(ScrollableContainer):
 
     DEFAULT_CSS = """
     Inspector { width: 1fr; min-width: 30; border-left: solid $primary-darken-2; }
-    Inspector > Static { width: 100%; min-width: 76; }
+    Inspector > Static { width: 100%; }
     """
 
     def compose(self):  # type: ignore[no-untyped-def]
