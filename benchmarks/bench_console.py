@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_console.py [--db PATH] [--questions N] [--scroll-rows N]
 
-Builds a fixture run with engine.fixtures (unless --db names one), then in one process measures
+Builds a fixture run with synthetic_runs (unless --db names one), then in one process measures
 DuckDB's own time to first Arrow batch (the baseline), the console core's time to first page
 (statement check + stream + first page resident), and RSS while scrolling the result page by
 page: with the bounded page cache, RSS should stay flat however far one scrolls.
@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 
-from engine.fixtures import write_fixture_db
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # synthetic run files
+from synthetic_runs import write_fixture_db  # noqa: E402
+
 from opd_tui.console.screen import MEMORY_LIMIT
 from opd_tui.sql import RowWindow, open_sandbox, start_query
 

@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from engine import runner
-    from engine.config import parse_config
+    from engine.inputs.config import parse_config
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.config is None:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_tui.py [--db PATH] [--steps 100]
 
-Builds the database with engine.fixtures unless --db exists: 20,000 questions x 4 rollouts
+Builds the database with synthetic_runs unless --db exists: 20,000 questions x 4 rollouts
 (20-200 tokens) plus 40 rollouts of 32,000 tokens (~9.6M tokens), 4 teachers + 2 controls,
 4 signals, 6 candidates per node, 2% of tokens probed (what an `entropy:32`-like node strategy
 gives). Then:
@@ -40,7 +40,7 @@ TEACHERS = ("strong", "specialist", "self_answer", "self_solution")
 
 
 def build(path: Path) -> None:
-    from engine.fixtures import write_fixture_db
+    from synthetic_runs import write_fixture_db
 
     t0 = time.perf_counter()
     write_fixture_db(path, questions=20_000, rollouts=4, min_len=20, max_len=200,
@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))  # synthetic_runs writes the run file
     if not args.db.exists():
         args.db.parent.mkdir(parents=True, exist_ok=True)
         build(args.db)

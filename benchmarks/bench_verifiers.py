@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from engine.datasets import Question
-from engine.verifiers import make_verifier
+from engine.inputs.datasets import Question
+from engine.verify.verifiers import make_verifier
 
 FILLER = "Step: we add the numbers carefully and check the units again. " * 4
 

@@ -4,7 +4,7 @@ method.md asks that the Jeffreys-draw intervals *actually* cover the true score 
 time at nominal 90%, in four regimes: S uniform on [0, 1], mostly failing (S in [0, 0.1]),
 mostly succeeding (S in [0.9, 1]) and N = 4 continuations. This module builds synthetic nodes
 whose true S is known, simulates the judged continuations s ~ Binomial(N, S), computes every
-interval exactly as ``engine.node_scores.score_nodes`` does (the same ``engine.maths``
+interval exactly as ``engine.stages.node_scores.score_nodes`` does (the same ``engine.maths``
 functions, the product's nominal levels) and counts how often it contains the value computed
 from the true S. ``python -m engine.calibration`` prints the table quoted in docs/method.md.
 

@@ -38,20 +38,20 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from engine.config import ConfigError
-    from engine.datasets import DatasetError
-    from engine.preflight import PreflightError
-    from engine.schema import SchemaError
-    from engine.store import RunDirError
+    from engine.inputs.config import ConfigError
+    from engine.inputs.datasets import DatasetError
+    from engine.inputs.preflight import PreflightError
+    from engine.runfile.schema import SchemaError
+    from engine.runfile.store import RunDirError
 
     errs: list[type[Exception]] = [UserError, ConfigError, DatasetError, RunDirError, SchemaError,
                                    PreflightError]
-    if "engine.models" in sys.modules:
-        from engine.models import ModelLoadError
-        from engine.param_check import ParamGroupError
-        from engine.prompts import TemplateError
-        from engine.verifiers import VerifierConfigError
-        from engine.vocab import VocabMismatchError
+    if "engine.models.loading" in sys.modules:
+        from engine.inputs.prompts import TemplateError
+        from engine.models.loading import ModelLoadError
+        from engine.models.vocab import VocabMismatchError
+        from engine.stages.param_check import ParamGroupError
+        from engine.verify.verifiers import VerifierConfigError
 
         errs += [ModelLoadError, TemplateError, VerifierConfigError, VocabMismatchError,
                  ParamGroupError]
@@ -59,8 +59,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _fail(e: Exception) -> None:
-    from engine.config import ConfigError
-    from engine.preflight import PreflightError
+    from engine.inputs.config import ConfigError
+    from engine.inputs.preflight import PreflightError
 
     if isinstance(e, (ConfigError, PreflightError)):
         err.print(f"[red]error:[/red] the config has {len(e.problems)} problem(s):")
@@ -89,7 +89,7 @@ def run(
       opd-engine run my.toml                  # again: resumes, skipping finished questions
       opd-engine run my.toml --fresh          # start over
     """
-    from engine.config import parse_config
+    from engine.inputs.config import parse_config
 
     demo = config is None
     try:
@@ -130,8 +130,9 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
     """
     import signal
 
-    from engine import runner, store
-    from engine.preflight import preflight
+    from engine import runner
+    from engine.inputs.preflight import preflight
+    from engine.runfile import store
 
     if limit < 0:
         raise UserError(f"--limit must be >= 0 (0 = all questions), got {limit}")
@@ -202,7 +203,8 @@ def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
         TimeRemainingColumn,
     )
 
-    from engine import runner, store
+    from engine import runner
+    from engine.runfile import store
 
     done_before = store.finished_parts(cfg.output_dir)
     skip = sum(1 for q in questions if done_before.get(q.id) == "ok")
@@ -236,8 +238,8 @@ def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
 
 
 def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
-    from engine import schema
-    from engine.report import print_summary, wide_console
+    from engine.runfile import schema
+    from engine.runfile.report import print_summary, wide_console
 
     con = schema.open_run(path)
     try:
@@ -264,8 +266,9 @@ def plan(
     """
     import tempfile
 
-    from engine import runner, store
-    from engine.config import parse_config
+    from engine import runner
+    from engine.inputs.config import parse_config
+    from engine.runfile import store
 
     try:
         cfg = parse_config(config)
@@ -324,13 +327,13 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
 
     [b]Example[/b]:  opd-engine validate my.toml
     """
-    from engine.config import parse_config
+    from engine.inputs.config import parse_config
 
     try:
         cfg = parse_config(config)
-        from engine.datasets import load_questions
-        from engine.preflight import preflight
-        from engine.store import check_run_dir
+        from engine.inputs.datasets import load_questions
+        from engine.inputs.preflight import preflight
+        from engine.runfile.store import check_run_dir
 
         qs = load_questions(Path(cfg.data.path), preset=cfg.data.preset, fields=cfg.data.fields,
                             limit=cfg.data.limit)
@@ -371,7 +374,7 @@ def merge(run_dir: Annotated[Path, typer.Argument(help="run directory with parts
 
     [b]Example[/b]:  opd-engine merge runs/demo
     """
-    from engine import store
+    from engine.runfile import store
 
     try:
         if not run_dir.is_dir():
@@ -405,7 +408,7 @@ def toy_build(
         import shutil
         from dataclasses import replace
 
-        from engine.config import parse_config
+        from engine.inputs.config import parse_config
 
         cfg = parse_config(config_path)
         work = out_dir / ".demo-run"
@@ -427,8 +430,8 @@ def toy_findings(
 
     [b]Example[/b]:  opd-engine toy findings
     """
-    from engine import schema
-    from engine.report import wide_console
+    from engine.runfile import schema
+    from engine.runfile.report import wide_console
     from engine.toy.findings import print_findings
 
     try:

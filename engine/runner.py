@@ -21,13 +21,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from engine import __version__, maths, schema, store
-from engine import contexts as ctx
-from engine.config import RunConfig, TeacherConfig
-from engine.continuations import ContinuationResult, run_continuations
-from engine.datasets import Question, load_questions
-from engine.generation import Sampler, sample_rollouts
-from engine.models import (
+from engine import __version__, maths
+from engine.inputs import contexts as ctx
+from engine.inputs.config import RunConfig, TeacherConfig
+from engine.inputs.datasets import Question, load_questions
+from engine.inputs.prompts import render_prompt
+from engine.models.generation import Sampler, sample_rollouts
+from engine.models.loading import (
     LoadedModel,
     ResidencyPool,
     eos_ids,
@@ -36,14 +36,15 @@ from engine.models import (
     resolve_dtype,
     tune_allocator,
 )
-from engine.node_scores import rank_signal, score_nodes
-from engine.nodes import candidate_set, is_deterministic, node_costs, select_nodes
-from engine.prompts import render_prompt
+from engine.models.tokens import TokenTexts
+from engine.models.vocab import check_compatible
 from engine.rng import sequence_key
-from engine.scoring import Scorer, Source, TeacherView, response_hidden
-from engine.tokens import TokenTexts
-from engine.verifiers import Verifier, make_verifier
-from engine.vocab import check_compatible
+from engine.runfile import schema, store
+from engine.stages.continuations import ContinuationResult, run_continuations
+from engine.stages.node_scores import rank_signal, score_nodes
+from engine.stages.nodes import candidate_set, is_deterministic, node_costs, select_nodes
+from engine.stages.scoring import Scorer, Source, TeacherView, response_hidden
+from engine.verify.verifiers import Verifier, make_verifier
 
 
 @dataclass
@@ -84,7 +85,7 @@ def load_world(cfg: RunConfig) -> World:
                              answer_after=cfg.verifier.answer_after)
     s = cfg.sampling
     if cfg.param_check.nodes:
-        from engine.param_check import select_parameters
+        from engine.stages.param_check import select_parameters
 
         select_parameters(student.model, cfg.param_check.groups)  # fail before any work
     writers: dict[str, LoadedModel] = {"student": student}
@@ -425,7 +426,7 @@ def _filter_plausible(scorer: Scorer, resp: list[int], cands: list, cfg: RunConf
 def _param_cosines(world: World, seeded: Seeded, scorer: Scorer, resp: list[int],
                    nodes: np.ndarray, ns: Any, sc: Any) -> dict[tuple[int, int, int], float]:
     """cos(J^T g, J^T d) at the rollout's highest-|g| nodes: {(teacher, signal, node): cos}."""
-    from engine.param_check import cosines, pick_nodes, pullback
+    from engine.stages.param_check import cosines, pick_nodes, pullback
 
     cfg = world.cfg
     out: dict[tuple[int, int, int], float] = {}

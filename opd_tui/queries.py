@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from engine.report import unverifiable_warnings
-from engine.schema import SIGNALS, SchemaError, check_schema, open_run, read_meta
+from engine.runfile.report import unverifiable_warnings
+from engine.runfile.schema import SIGNALS, SchemaError, check_schema, open_run, read_meta
 
 if TYPE_CHECKING:
     import polars as pl
@@ -140,8 +140,8 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
 
 SCORE_RULES = {"tau_stakes": 0.1, "plausible": 0.01, "epsilon": 0.05, "margin": 0.1,
                "leader_share": 0.9, "rho": 0.05}
-"""The engine's defaults (engine.config.ScoreConfig), used where meta has no score_rules. Copied,
-not imported: the app loads only engine.schema and engine.report, to start fast."""
+"""The engine's defaults (engine.inputs.config.ScoreConfig), used where meta has no score_rules.
+Copied, not imported: the app loads only engine.runfile, to start fast and without torch."""
 
 INTERVAL_LEVELS = {"cos": 0.95, "edge": 0.95, "beyond": 0.95, "gain": 0.88, "advantage": 0.88,
                    "s": 0.9}

@@ -1,4 +1,4 @@
-"""Regenerate the table and view reference in docs/schema.md from engine/schema.py.
+"""Regenerate the table and view reference in docs/schema.md from engine/runfile/schema.py.
 
 Only the block between the GENERATED markers is rewritten; the prose around it (layout,
 recomputation SQL, summary choices) is hand-written and kept. Run after changing schema.py:
@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import schema  # noqa: E402
+from engine.runfile import schema  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
-BEGIN = "<!-- BEGIN GENERATED from engine/schema.py by scripts/gen_schema_doc.py -->"
+BEGIN = "<!-- BEGIN GENERATED from engine/runfile/schema.py by scripts/gen_schema_doc.py -->"
 END = "<!-- END GENERATED -->"
 
 _UNITS: dict[str, str] = {
@@ -74,7 +74,7 @@ def generated_block() -> str:
     parts += [table_section(t) + "\n" for t in schema.RUN_TABLES]
     parts += ["## Question tables (one part file per question, merged)", ""]
     parts += [table_section(t) + "\n" for t in schema.QUESTION_TABLES]
-    parts += ["## Summary tables (materialised at merge by `engine.summaries`)", ""]
+    parts += ["## Summary tables (materialised at merge by `engine.runfile.summaries`)", ""]
     parts += [table_section(t) + "\n" for t in schema.SUMMARY_TABLES]
     parts += ["## Views", ""]
     for name, sql in schema.VIEWS.items():

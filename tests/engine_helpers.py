@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 from typer.testing import CliRunner
 
-from engine import schema
 from engine.cli import app
+from engine.runfile import schema
 
 
 def cli(*args: str) -> tuple[int, str]:

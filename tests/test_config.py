@@ -10,7 +10,7 @@ import pytest
 from engine_helpers import cli
 from tiny_world import make_world
 
-from engine.config import ConfigError, parse_config
+from engine.inputs.config import ConfigError, parse_config
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_run_with_bad_dataset_line_names_it(world: Path, tmp_path: Path) -> None
 
 def test_plan_counts_what_run_does(tmp_path: Path) -> None:
     from engine import runner
-    from engine.config import parse_config
+    from engine.inputs.config import parse_config
 
     cfg_path = make_world(tmp_path, questions=2, max_new=6, rollouts=2, n=3,
                           strategy="entropy:3")
@@ -231,7 +231,7 @@ def test_disk_full_says_finished_parts_survive(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from engine import store
+    from engine.runfile import store
 
     cfg = make_world(tmp_path, questions=3, max_new=3, rollouts=1, n=2)
     real = store.write_part

@@ -10,9 +10,9 @@ import pytest
 import tiny_world
 from engine_helpers import assert_same_question_tables, cli, run_ok, table
 
-from engine import contexts as ctx
-from engine.config import DerivedConfig, parse_config
-from engine.datasets import load_questions
+from engine.inputs import contexts as ctx
+from engine.inputs.config import DerivedConfig, parse_config
+from engine.inputs.datasets import load_questions
 
 EXTRA = """
 [derived]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.datasets import DatasetError, load_questions
+from engine.inputs.datasets import DatasetError, load_questions
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -14,7 +14,7 @@ import torch
 from engine_helpers import assert_same_question_tables, cli, run_ok, table
 from tiny_world import bigram_model, make_tokenizer, make_world, save, tid
 
-from engine import schema
+from engine.runfile import schema
 
 torch.set_num_threads(1)
 

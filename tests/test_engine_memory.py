@@ -14,7 +14,7 @@ from tiny_world import make_world
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from engine import schema
+from engine.runfile import schema
 
 VOCAB = 152_000
 PADDED = 152_064  # output layer padded beyond the tokenizer, as real models do
@@ -78,11 +78,11 @@ from pathlib import Path
 import numpy as np
 import torch
 torch.set_num_threads(2)
-from engine.config import parse_config
+from engine.inputs.config import parse_config
 from engine import runner
-from engine.continuations import run_continuations
-from engine.nodes import candidate_set
-from engine.scoring import Scorer, Source, TeacherView, response_hidden
+from engine.stages.continuations import run_continuations
+from engine.stages.nodes import candidate_set
+from engine.stages.scoring import Scorer, Source, TeacherView, response_hidden
 cfg = parse_config(Path(sys.argv[1]))
 world = runner.load_world(cfg)
 q = runner.load_run_questions(cfg)[0]
@@ -152,8 +152,9 @@ def test_one_resident_model_gives_the_same_rows(tmp_path: Path) -> None:
 
 
 def test_one_resident_model_visits_each_model_once_per_batch(tmp_path: Path) -> None:
-    from engine import runner, store
-    from engine.config import parse_config
+    from engine import runner
+    from engine.inputs.config import parse_config
+    from engine.runfile import store
 
     swaps = {}
     for batch in (1, 3):

@@ -13,11 +13,12 @@ import pytest
 import torch
 from engine_helpers import run_ok, table
 from run_invariants import violations
+from synthetic_runs import write_fixture_db
 from tiny_world import make_model, make_tokenizer, make_world, save
 
-from engine import maths, schema
-from engine.fixtures import write_fixture_db
-from engine.nodes import CandidateSet, node_costs
+from engine import maths
+from engine.runfile import schema
+from engine.stages.nodes import CandidateSet, node_costs
 
 torch.set_num_threads(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ import duckdb
 import numpy as np
 import pytest
 from run_invariants import violations
+from synthetic_runs import EOS, REST, direction, write_fixture_db
 
-from engine import schema
-from engine.fixtures import EOS, REST, direction, write_fixture_db
+from engine.runfile import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_LEN = 300
@@ -234,15 +235,21 @@ def test_write_is_atomic_and_replaces(tmp_path: Path) -> None:
     assert not (tmp_path / "y.duckdb").exists()
 
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+"""`python -m synthetic_runs` runs from tests/, where it lives, with the repo on the path."""
+
+
 def test_cli_writes_a_file_and_reports_mistakes_without_traceback(tmp_path: Path) -> None:
     out = tmp_path / "cli.duckdb"
-    ok = subprocess.run([sys.executable, "-m", "engine.fixtures", str(out), "--questions", "2",
+    ok = subprocess.run([sys.executable, "-m", "synthetic_runs", str(out), "--questions", "2",
                          "--rollouts", "2", "--max-len", "25", "--draws", "10"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        cwd=ROOT / "tests", env=ENV, capture_output=True, text=True,
+                        timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "wrote" in ok.stdout and out.exists()
-    bad = subprocess.run([sys.executable, "-m", "engine.fixtures", str(out), "--signals",
-                          "rkl,kl"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "synthetic_runs", str(out), "--signals",
+                          "rkl,kl"], cwd=ROOT / "tests", env=ENV, capture_output=True, text=True,
+                        timeout=120)
     assert bad.returncode == 2
     assert "signals must be a non-empty subset of rkl, fkl, jsd, sampled" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from tiny_world import make_world
 
-from engine import schema
+from engine.runfile import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -21,12 +21,18 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-import engine.models
-from engine.config import CandidateConfig, SamplingConfig, SignalConfig
-from engine.generation import Sampler, decode, prefix_cache
+import engine.models.loading
+from engine.inputs.config import CandidateConfig, SamplingConfig, SignalConfig
 from engine.maths import sampling_logprobs
-from engine.models import LoadedModel, ModelLoadError, ResidencyPool, check_logits, load_model
-from engine.scoring import Scorer, Source, response_hidden
+from engine.models.generation import Sampler, decode, prefix_cache
+from engine.models.loading import (
+    LoadedModel,
+    ModelLoadError,
+    ResidencyPool,
+    check_logits,
+    load_model,
+)
+from engine.stages.scoring import Scorer, Source, response_hidden
 from tests.tiny_world import bigram_model, make_model, make_tokenizer
 
 CPU = torch.device("cpu")
@@ -36,7 +42,7 @@ COMMON: dict[str, Any] = dict(vocab_size=64, hidden_size=32, intermediate_size=6
 MOE = dict(num_local_experts=2, num_experts_per_tok=1)
 SOFTCAP = dict(final_logit_softcapping=5.0)
 # every causal-LM family transformers ships whose forward transforms logits after the head and
-# that builds as a tiny random model here (see engine.models.postprocess_logits)
+# that builds as a tiny random model here (see engine.models.loading.postprocess_logits)
 FAMILIES: dict[str, dict[str, Any]] = {
     "gemma2": SOFTCAP,
     "gemma3_text": SOFTCAP,
@@ -66,7 +72,7 @@ PROBE = [4, 9, 17, 30, 5, 22, 41, 12]
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Any:
     yield
-    engine.models.unload_all()
+    engine.models.loading.unload_all()
 
 
 def tiny_family_model(model_type: str, tok: Any) -> Any:
@@ -110,7 +116,7 @@ def test_self_check_rejects_unknown_postprocessing(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     tok = make_tokenizer()
     model = tiny_family_model("gemma2", tok)
-    monkeypatch.setattr(engine.models, "postprocess_logits", lambda config, z: z)
+    monkeypatch.setattr(engine.models.loading, "postprocess_logits", lambda config, z: z)
     with pytest.raises(ModelLoadError, match="post-processing is not supported"):
         save_and_load(model, tok, tmp_path / "gemma2")
 

@@ -1,4 +1,4 @@
-"""The node-scoring stage the runner calls (engine.node_scores.score_nodes), checked against
+"""The node-scoring stage the runner calls (engine.stages.node_scores.score_nodes), checked against
 independent per-node computations that never see padding, other nodes or other teachers."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engine import maths
-from engine.config import ScoreConfig
-from engine.node_scores import score_nodes
-from engine.scoring import NodeStats
+from engine.inputs.config import ScoreConfig
+from engine.stages.node_scores import score_nodes
+from engine.stages.scoring import NodeStats
 
 V = 10
 TEACHERS = ("good", "noisy", "ctrl")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.config import CandidateConfig, NodeConfig
-from engine.nodes import candidate_set, select_nodes
+from engine.inputs.config import CandidateConfig, NodeConfig
+from engine.stages.nodes import candidate_set, select_nodes
 
 
 def test_strategies() -> None:

@@ -9,8 +9,8 @@ import torch
 from engine_helpers import cli, run_ok, table
 from tiny_world import make_model, make_tokenizer, make_world
 
-from engine.models import LoadedModel
-from engine.param_check import ParamGroupError, cosines, pullback, select_parameters
+from engine.models.loading import LoadedModel
+from engine.stages.param_check import ParamGroupError, cosines, pullback, select_parameters
 
 torch.set_num_threads(1)
 

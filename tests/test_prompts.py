@@ -6,8 +6,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from engine.datasets import Question
-from engine.prompts import (
+from engine.inputs.datasets import Question
+from engine.inputs.prompts import (
     TemplateError,
     extract_after_marker,
     render_prompt,

@@ -22,8 +22,8 @@ from engine_helpers import cli, table
 from tiny_world import make_model, make_tokenizer, save
 from transformers import PreTrainedTokenizerFast
 
-from engine.config import ConfigError, parse_config
-from engine.prompts import template_fields
+from engine.inputs.config import ConfigError, parse_config
+from engine.inputs.prompts import template_fields
 
 torch.set_num_threads(1)
 

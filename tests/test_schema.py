@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from synthetic_runs import write_fixture_db
 
-from engine import schema
-from engine.fixtures import write_fixture_db
+from engine.runfile import schema
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
 

@@ -13,7 +13,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_views
+from engine.runfile.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_views
 from opd_tui.sql import (
     RefusedStatement,
     RowWindow,

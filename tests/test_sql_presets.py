@@ -9,8 +9,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from synthetic_runs import write_fixture_db
 
-from engine.fixtures import write_fixture_db
 from opd_tui.sql import PRESETS, open_sandbox, start_query
 
 

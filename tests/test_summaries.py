@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from synthetic_runs import write_fixture_db
 
-from engine import schema
-from engine.fixtures import write_fixture_db
-from engine.summaries import materialise_summaries, spearman
+from engine.runfile import schema
+from engine.runfile.summaries import materialise_summaries, spearman
 
 
 @pytest.fixture(scope="module")

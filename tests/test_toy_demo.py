@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 from engine_helpers import cli
 
-from engine import schema
-from engine.config import parse_config
+from engine.inputs.config import parse_config
+from engine.runfile import schema
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from synthetic_runs import write_fixture_db
 
-from engine.fixtures import write_fixture_db
 from opd_tui import queries as Q
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import answers
-from engine.datasets import Question
-from engine.verifiers import (
+from engine.inputs.datasets import Question
+from engine.verify import answers
+from engine.verify.verifiers import (
     BuiltinVerifier,
     Verdict,
     VerifierConfigError,
@@ -169,9 +169,9 @@ def test_config_errors() -> None:
     with pytest.raises(VerifierConfigError, match="cannot import module 'no_such_mod_x'"):
         make_verifier("callable", callable_spec="no_such_mod_x:f")
     with pytest.raises(VerifierConfigError, match="no function 'nope'"):
-        make_verifier("callable", callable_spec="engine.answers:nope")
+        make_verifier("callable", callable_spec="engine.verify.answers:nope")
     with pytest.raises(VerifierConfigError, match="timeout_s"):
-        make_verifier("callable", callable_spec="engine.answers:parse_number", timeout_s=0)
+        make_verifier("callable", callable_spec="engine.verify.answers:parse_number", timeout_s=0)
 
 
 # --- process pool -------------------------------------------------------------------------

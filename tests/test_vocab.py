@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from engine.vocab import (
+from engine.models.vocab import (
     VocabMismatchError,
     check_compatible,
     mask_padded_logits,

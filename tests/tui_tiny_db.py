@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_views
+from engine.runfile.schema import SCHEMA_VERSION, SUMMARY_TABLES, create_tables, create_views
 
 TEACHERS = [("strong", "external", False, 0), ("weak", "self", False, 1),
             ("ctrl_sharpened", "control", True, 2)]

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import maths
-from engine.config import ScoreConfig
+from engine.inputs.config import ScoreConfig
 from engine.rng import generator, sequence_key
 
 NODE_CLASSES_SQL = """

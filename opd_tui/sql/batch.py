@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TextIO
 import duckdb
 import pyarrow as pa
 
-from engine.schema import SchemaError
+from engine.runfile.schema import SchemaError
 from opd_tui.sql.export import FORMATS, SUFFIXES, export_query_staged, export_to_file
 from opd_tui.sql.sandbox import (
     Sandbox,

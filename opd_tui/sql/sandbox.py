@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.schema import (
+from engine.runfile.schema import (
     PARTS_DIR,
     RUN_CATALOG,
     RUN_DB_NAME,

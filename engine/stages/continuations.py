@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.generation import Sampler, decode, prefix_cache
-from engine.models import LoadedModel
-from engine.nodes import CandidateSet, is_deterministic
+from engine.models.generation import Sampler, decode, prefix_cache
+from engine.models.loading import LoadedModel
 from engine.rng import sequence_key
+from engine.stages.nodes import CandidateSet, is_deterministic
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from engine.maths import sampling_logprobs
-from engine.models import LoadedModel
+from engine.models.loading import LoadedModel
 from engine.rng import uniforms
 
 

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.config import ContextConfig, DerivedConfig, RunConfig
-from engine.datasets import Question
-from engine.prompts import extract_after_marker, render_template, template_fields
+from engine.inputs.config import ContextConfig, DerivedConfig, RunConfig
+from engine.inputs.datasets import Question
+from engine.inputs.prompts import extract_after_marker, render_template, template_fields
 from engine.rng import generator, sequence_key
 
 if TYPE_CHECKING:
-    from engine.models import LoadedModel, ResidencyPool
+    from engine.models.loading import LoadedModel, ResidencyPool
 
 PER_QUESTION = ("few_shot",)
 PER_ROLLOUT = ("contrastive_correct", "contrastive_incorrect")
@@ -190,9 +190,9 @@ class ContextWriter:
         return out
 
     def _write(self, c: ContextConfig, q: Question) -> Generated:
-        from engine.generation import Sampler, sample_rollouts
-        from engine.models import eos_ids
-        from engine.prompts import render_prompt
+        from engine.inputs.prompts import render_prompt
+        from engine.models.generation import Sampler, sample_rollouts
+        from engine.models.loading import eos_ids
 
         lm = self.models[c.model]
         prompt, ids = render_prompt(lm.tokenizer, c.prompt, q, chat_template=c.chat_template,

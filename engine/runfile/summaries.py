@@ -19,8 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from engine import schema
 from engine.rng import generator, sequence_key
+from engine.runfile import schema
 
 METRICS = ("edge", "cos", "beyond", "cos_c", "gain", "advantage")
 LABELLED = ("edge", "cos", "beyond")

@@ -41,10 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import maths, schema
-from engine.config import ScoreConfig
+from engine import maths
+from engine.inputs.config import ScoreConfig
 from engine.rng import generator, sequence_key
-from engine.summaries import materialise_summaries
+from engine.runfile import schema
+from engine.runfile.summaries import materialise_summaries
 
 CONTROLS = ("ctrl_sharpened", "ctrl_softened")
 REST = 1000  # virtual tokens outside the candidate set
@@ -604,10 +605,10 @@ def _run_tables(models: list[TeacherModel], signals: Sequence[str], params: dict
     config = "\n".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
     meta = {
         "schema_version": str(schema.SCHEMA_VERSION), "engine_version": "fixture",
-        "config_toml": "# synthetic fixture (engine.fixtures)\n" + config,
+        "config_toml": "# synthetic fixture (synthetic_runs)\n" + config,
         "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": json.dumps({"generator": "engine.fixtures",
+        "environment": json.dumps({"generator": "synthetic_runs",
                                    "python": sys.version.split()[0]}),
         "fixture": json.dumps(params),
         "sampling_temperature": "1.0", "rank_signal": "rkl",
@@ -804,7 +805,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> None
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m engine.fixtures",
+        prog="python -m synthetic_runs  (from tests/, repo on PYTHONPATH)",
         description="Write a synthetic, schema-valid run database for TUI tests and benchmarks.")
     ap.add_argument("out", type=Path, help="output .duckdb file (replaced if it exists)")
     ap.add_argument("--questions", type=int, default=20)

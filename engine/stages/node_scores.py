@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import maths
-from engine.config import ScoreConfig
+from engine.inputs.config import ScoreConfig
 from engine.rng import generator, sequence_key
-from engine.scoring import NodeStats
+from engine.stages.scoring import NodeStats
 
 NODE_BLOCK = 128
 

@@ -24,8 +24,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from engine import schema
-from engine.schema import PARTS_DIR, RUN_DB_NAME, RUN_TABLES_DIR, Table
+from engine.runfile import schema
+from engine.runfile.schema import PARTS_DIR, RUN_DB_NAME, RUN_TABLES_DIR, Table
 
 FAILPOINT_ENV = "OPD_FAILPOINT"
 _hits: dict[str, int] = {}
@@ -308,7 +308,7 @@ def merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None = None,
 
 def _merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None, draws: int, seed: int
            ) -> Path:
-    from engine.summaries import materialise_summaries
+    from engine.runfile.summaries import materialise_summaries
 
     run_dir = Path(run_dir)
     if not (run_dir / RUN_TABLES_DIR / "meta.parquet").exists():

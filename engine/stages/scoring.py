@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 
 from engine import maths
-from engine.config import (
+from engine.inputs.config import (
     CONTROL_SHARPENED,
     CandidateConfig,
     SamplingConfig,
     SignalConfig,
     TeacherConfig,
 )
-from engine.models import LoadedModel, ResidencyPool
+from engine.models.loading import LoadedModel, ResidencyPool
 
 
 @dataclass

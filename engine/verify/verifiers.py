@@ -5,7 +5,7 @@ verdicts per distinct completion of a question and only checks each distinct ans
 Builtin rules run in-process, wrapped so that an exception makes one completion unverifiable
 (correct = None) instead of ending the run. math-verify (signal alarms, SymPy) and users'
 `module:function` callables run in a process pool with a per-call timeout
-(`engine.verifier_pool`).
+(`engine.verify.pool`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine import answers
-from engine.datasets import Question
-from engine.prompts import extract_after_marker
+from engine.inputs.datasets import Question
+from engine.inputs.prompts import extract_after_marker
+from engine.verify import answers
 
 KINDS = ("numeric", "exact", "gsm8k", "boxed", "mc", "math_verify", "callable")
-MATH_VERIFY_TARGET = "engine.math_verify_check:check"
+MATH_VERIFY_TARGET = "engine.verify.math_verify_check:check"
 _CACHED_QUESTIONS = 4  # verdict caches kept (runs go question by question)
 
 
@@ -174,7 +174,7 @@ class PooledVerifier(_CachingVerifier):
     """A `module:function` run in worker processes, batched per question, with a timeout."""
 
     def __init__(self, target: str, *, timeout_s: float, workers: int, answer_after: str) -> None:
-        from engine.verifier_pool import VerifierPool
+        from engine.verify.pool import VerifierPool
 
         super().__init__(answer_after)
         self.pool = VerifierPool(target, timeout_s=timeout_s, workers=workers)

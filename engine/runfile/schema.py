@@ -303,7 +303,7 @@ QUESTION_TABLES: tuple[Table, ...] = (
 TABLES: tuple[Table, ...] = RUN_TABLES + QUESTION_TABLES
 TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 
-# Headline summaries materialised at merge (engine.summaries fills them).
+# Headline summaries materialised at merge (engine.runfile.summaries fills them).
 SUMMARY_TABLES: tuple[Table, ...] = (
     _t(
         "summary_alignment",

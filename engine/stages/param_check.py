@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from engine.models import LoadedModel
+from engine.models.loading import LoadedModel
 
 
 class ParamGroupError(Exception):

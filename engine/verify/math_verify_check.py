@@ -1,4 +1,4 @@
-"""math-verify as a pool verifier target (`engine.math_verify_check:check`).
+"""math-verify as a pool verifier target (`engine.verify.math_verify_check:check`).
 
 A module of its own so that importing it imports math-verify and SymPy (seconds) while the
 worker starts, before the first timed call. math-verify times out with `signal.alarm`, which
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from math_verify import parse, verify
 
-from engine.datasets import Question
+from engine.inputs.datasets import Question
 
 _gold_cache: dict[str, list] = {}
 

@@ -5,8 +5,9 @@ a 4k-token rollout is gigabytes. So we run the decoder trunk once (hidden states
 apply the output layer to chunks of positions on demand, slicing away padded logit columns.
 
 The output layer, and the post-processing some models apply after it, always runs in float32
-here, and sampling (engine.generation) uses the same `LoadedModel.logits`: a bf16 head quantises
-logits (steps of 0.125 near |z| = 30), which made decode and scoring disagree by ~3e-2 in log p.
+here, and sampling (engine.models.generation) uses the same `LoadedModel.logits`: a bf16 head
+quantises logits (steps of 0.125 near |z| = 30), which made decode and scoring disagree by ~3e-2
+in log p.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def check_logits(lm: LoadedModel) -> None:
             f"model {lm.name} ({type(lm.model).__name__}, model_type {model_type!r}): its own "
             f"logits differ from output layer + known post-processing applied to its hidden "
             f"states (error {err:.3g} > {tol:.3g}); its logits post-processing is not supported "
-            "(see engine.models.postprocess_logits)")
+            "(see engine.models.loading.postprocess_logits)")
 
 
 def load_model(path: str, *, device: torch.device, dtype: torch.dtype,

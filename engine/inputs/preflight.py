@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig
-from engine.datasets import Question
+from engine.inputs.config import RunConfig
+from engine.inputs.datasets import Question
 
 
 class PreflightError(Exception):
@@ -24,8 +24,8 @@ class PreflightError(Exception):
 
 def check_templates(cfg: RunConfig, questions: Sequence[Question]) -> list[str]:
     """Every placeholder names a field some question has, and renders on every question."""
-    from engine.contexts import placeholders, with_fields
-    from engine.prompts import TemplateError, render_template, template_fields
+    from engine.inputs.contexts import placeholders, with_fields
+    from engine.inputs.prompts import TemplateError, render_template, template_fields
 
     problems: list[str] = []
     fields = sorted({k for q in questions for k, v in q.fields.items() if v is not None})
@@ -172,7 +172,7 @@ def check_models(cfg: RunConfig) -> list[str]:
 
 
 def check_verifier(cfg: RunConfig) -> list[str]:
-    from engine.verifiers import VerifierConfigError, resolve_callable
+    from engine.verify.verifiers import VerifierConfigError, resolve_callable
 
     v = cfg.verifier
     try:

@@ -11,7 +11,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from engine.datasets import Question
+from engine.inputs.datasets import Question
 
 
 class TemplateError(Exception):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.schema import SIGNALS
+from engine.runfile.schema import SIGNALS
 
 VERIFIER_KINDS = ("numeric", "exact", "gsm8k", "boxed", "mc", "math_verify", "callable")
 PRESETS = ("plain", "gsm8k", "math500", "mc")
@@ -297,7 +297,7 @@ _CONTEXT_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "max_new_tokens": (int, 256), "seed": (int, 0),
 }
 DERIVED_FIELDS = ("few_shot", "contrastive_correct", "contrastive_incorrect")
-"""Placeholders the engine fills (engine.contexts); [[contexts]] names may not take them."""
+"""Placeholders the engine fills (engine.inputs.contexts); [[contexts]] names may not take them."""
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a table",
                list: "a list", (int, float): "a number"}
 _STRATEGY = re.compile(r"^(all|adaptive|stride:[1-9]\d*|entropy:[1-9]\d*)$")
@@ -611,8 +611,9 @@ def _contexts(raw: Any, base: Path, fields: dict[str, str], problems: list[str]
 
 def _check_template(template: str, where: str, mapping: dict[str, str]) -> list[str]:
     """Malformed templates are config errors. Whether each placeholder names a field is checked
-    against the dataset's actual rows (engine.preflight), since any column of a row is a field."""
-    from engine.prompts import TemplateError, template_fields
+    against the dataset's actual rows (engine.inputs.preflight), since any column of a row is a
+    field."""
+    from engine.inputs.prompts import TemplateError, template_fields
 
     try:
         template_fields(template)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import CandidateConfig, NodeConfig
+from engine.inputs.config import CandidateConfig, NodeConfig
 
 
 @dataclass(frozen=True)
