@@ -13,7 +13,6 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def measure(cfg, questions) -> dict[str, float]:  # noqa: ANN001
-    from engine import runner
+    from engine.run.orchestrate import process_question
+    from engine.run.world import load_world
 
-    world = runner.load_world(cfg)
+    world = load_world(cfg)
     t0 = time.perf_counter()
     conts = toks = 0
     for q in questions:
-        _, st = runner.process_question(world, q)
+        _, st = process_question(world, q)
         conts += st.n_continuations
         toks += st.generated_tokens
     secs = time.perf_counter() - t0
@@ -44,8 +44,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from engine import runner
+    from engine.models.allocator import tune_allocator
+
+    tune_allocator()  # as opd-engine's entry point does, so the figures compare
     from engine.inputs.config import parse_config
+    from engine.run.world import load_run_questions
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.config is None:
@@ -55,10 +58,10 @@ def main() -> None:
         else:
             path = args.config
         cfg = parse_config(path)
-        qs = runner.load_run_questions(cfg, args.questions)
+        qs = load_run_questions(cfg, args.questions)
         batched = measure(cfg, qs)
-        naive = measure(replace(cfg, continuations=replace(cfg.continuations,
-                                                           batch_size=cfg.continuations.n)), qs)
+        one = cfg.continuations.model_copy(update={"batch_size": cfg.continuations.n})
+        naive = measure(cfg.model_copy(update={"continuations": one}), qs)
     print(f"device cpu, {args.threads} threads, {len(qs)} questions, "
           f"{batched['continuations']:,} continuations, {batched['tokens']:,} generated tokens")
     for name, m in (("all nodes of a rollout per call", batched),

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.runfile.demo import how_to_get_demo, sample_data_dir
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
@@ -27,8 +29,7 @@ app.add_typer(toy_app, name="toy")
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = PACKAGE_ROOT / "sample_data"
+SAMPLE_DATA = sample_data_dir()  # the checkout's, $OPD_SAMPLE_DATA, ./sample_data or the user's
 DEMO_CONFIG = SAMPLE_DATA / "demo.toml"
 DEMO_LIMIT = 3
 
@@ -72,6 +73,13 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="SECTION.KEY=VALUE",
+    help="override one config key (repeatable); the value is read as TOML, else as text: "
+         "--set sampling.rollouts=8 --set nodes.strategy=entropy:16 "
+         "--set teachers.strong.temperature=0.7")]
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="TOML config; default: the demo config "
@@ -79,6 +87,7 @@ def run(
     limit: Annotated[int, typer.Option(help="only the first N questions (0 = all)")] = 0,
     fresh: Annotated[bool, typer.Option(help="discard an existing run in the output dir")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="override output_dir")] = None,
+    set_: SetOption = None,
 ) -> None:
     """Compute the diagnostic for every question and write the run's DuckDB file.
 
@@ -88,6 +97,7 @@ def run(
       opd-engine run my.toml --limit 10       # first 10 questions
       opd-engine run my.toml                  # again: resumes, skipping finished questions
       opd-engine run my.toml --fresh          # start over
+      opd-engine run my.toml --set sampling.rollouts=8 --out runs/g8   # one key changed
     """
     from engine.inputs.config import parse_config
 
@@ -95,18 +105,16 @@ def run(
     try:
         if demo:
             if not DEMO_CONFIG.exists():
-                raise UserError(f"no config given and the demo config {DEMO_CONFIG} is missing; "
-                                "build it with `opd-engine toy build` or pass a config")
+                raise UserError(f"no config given, and {how_to_get_demo(DEMO_CONFIG)}; "
+                                "or pass a config")
             config = DEMO_CONFIG
             limit = limit or DEMO_LIMIT
             if out_dir is None:
                 out_dir = Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         assert config is not None
-        cfg = parse_config(config)
+        cfg = parse_config(config, overrides=set_ or ())
         if out_dir is not None:
-            from dataclasses import replace
-
-            cfg = replace(cfg, output_dir=out_dir.resolve())
+            cfg = cfg.model_copy(update={"output_dir": out_dir.resolve()})
         if cfg.nodes.kind == "adaptive":
             raise UserError("node strategy 'adaptive' is not implemented yet; use entropy:N, "
                             "stride:S or all")
@@ -126,53 +134,62 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
     Order matters for "nothing half-written": questions and everything checkable without
     weights (preflight), the directory (read-only), the models, every prompt; then the lock,
     recovery of what a killed run left, the previous run moved aside (--fresh) until the new
-    run's tables are written, the questions, the merge.
+    run's tables are written, the questions, the merge. Progress and warnings also go to the
+    run directory's run.log, from the moment the lock is held.
     """
     import signal
 
-    from engine import runner
     from engine.inputs.preflight import preflight
+    from engine.run import metadata
+    from engine.run.log import RunLog
+    from engine.run.world import load_run_questions, load_world, render_all_prompts
     from engine.runfile import store
 
     if limit < 0:
         raise UserError(f"--limit must be >= 0 (0 = all questions), got {limit}")
-    questions = runner.load_run_questions(cfg, limit)
+    questions = load_run_questions(cfg, limit)
     preflight(cfg, questions)
     store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
-    out.print(f"loading models for {len(questions)} questions -> {cfg.output_dir}")
+    log = RunLog()
+    log.line(f"opd-engine run {cfg.source}{' --fresh' if fresh else ''} (config "
+             f"{cfg.fingerprint()})")
+    _say(log, f"loading models for {len(questions)} questions -> {cfg.output_dir}")
     t0 = time.perf_counter()
     try:
-        world = runner.load_world(cfg)
+        world = load_world(cfg)
     except KeyboardInterrupt:
         err.print("\n[yellow]interrupted[/yellow] while loading models: nothing was written")
         raise typer.Exit(130) from None
     results: list = []
     try:
-        runner.render_all_prompts(world, questions)
-        env = runner.environment(world)
+        render_all_prompts(world, questions)
+        env = metadata.environment(world)
 
         previous = {sig: signal.signal(sig, store.on_stop_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with store.run_lock(cfg.output_dir, "opd-engine run " + str(cfg.source)):
+                log.open(cfg.output_dir)
                 for line in store.recover_run_dir(cfg.output_dir):
-                    out.print(f"recovered: {line}")
+                    _say(log, f"recovered: {line}")
                 store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=fresh)
                 trash = store.discard_previous(cfg.output_dir) if fresh else None
-                store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, env))
+                store.write_run_tables(cfg.output_dir, metadata.run_tables(cfg, env))
                 store.forget_discarded(trash)
-                results = _run_questions(world, questions, cfg)
+                results = _run_questions(world, questions, cfg, log)
                 wall = time.perf_counter() - t0
                 db = store.merge(cfg.output_dir,
-                                 extra_meta={"timings": runner.timings_json(results, wall)},
+                                 extra_meta={"timings": metadata.timings_json(results, wall)},
                                  draws=cfg.bootstrap_draws, seed=cfg.seed)
+                log.line(f"merged {db} ({wall:.1f}s)")
+                _log_warnings(log, db)
         except KeyboardInterrupt:
             done = store.finished_parts(cfg.output_dir)
             ok = sum(1 for q in questions if done.get(q.id) == "ok")
-            err.print(f"\n[yellow]interrupted[/yellow]: {ok} of {len(questions)} questions are "
-                      f"finished and saved in {cfg.output_dir / store.PARTS_DIR} (the one in "
-                      "flight is lost). Run the same command again to resume: finished questions "
-                      "are skipped.", highlight=False)
+            _say(log, f"\n[yellow]interrupted[/yellow]: {ok} of {len(questions)} questions are "
+                 f"finished and saved in {cfg.output_dir / store.PARTS_DIR} (the one in "
+                 "flight is lost). Run the same command again to resume: finished questions "
+                 "are skipped.", console=err)
             raise typer.Exit(130) from None
         except OSError as e:
             done = store.finished_parts(cfg.output_dir) if cfg.output_dir.exists() else {}
@@ -182,6 +199,7 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
                 f"{cfg.output_dir / store.PARTS_DIR} are intact; free space (or fix the "
                 "directory) and run the same command again to resume") from None
         finally:
+            log.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
@@ -192,8 +210,30 @@ def _run(cfg, *, limit: int, fresh: bool, announce: bool = True) -> Path:  # noq
     return db
 
 
-def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
+def _say(log, message: str, *, console: Console = out) -> None:  # noqa: ANN001
+    """Print a line (rich markup) and append it, as plain text, to the run's run.log."""
+    from rich.text import Text
+
+    console.print(message, highlight=False)
+    log.line(Text.from_markup(message).plain.strip("\n"))
+
+
+def _log_warnings(log, db: Path) -> None:  # noqa: ANN001
+    """The warnings the summary prints (unverifiable continuations), into run.log too."""
+    from engine.runfile import schema
+    from engine.runfile.report import unverifiable_warnings
+
+    con = schema.open_run(db)
+    try:
+        for line in unverifiable_warnings(con):
+            log.line(f"warning: {line}")
+    finally:
+        con.close()
+
+
+def _run_questions(world, questions: list, cfg, log) -> list:  # noqa: ANN001
     """The question loop with its progress bar: questions, continuations/s, tokens/s, ETA."""
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -203,13 +243,13 @@ def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
         TimeRemainingColumn,
     )
 
-    from engine import runner
+    from engine.run.orchestrate import run_questions
     from engine.runfile import store
 
     done_before = store.finished_parts(cfg.output_dir)
     skip = sum(1 for q in questions if done_before.get(q.id) == "ok")
     if skip:
-        out.print(f"resuming: {skip} question(s) already done")
+        _say(log, f"resuming: {skip} question(s) already done")
     totals = {"cont": 0, "tok": 0}
     t_start = time.perf_counter()
     with Progress(
@@ -225,16 +265,18 @@ def _run_questions(world, questions: list, cfg) -> list:  # noqa: ANN001
             el = max(time.perf_counter() - t_start, 1e-9)
             rate = f"{totals['cont'] / el:,.0f} cont/s  {totals['tok'] / el:,.0f} tok/s"
             if st.error:
-                progress.console.print(f"[red]✗ {st.question_id}[/red] failed: {st.error}",
-                                       highlight=False)
+                _say(log, f"[red]✗ {escape(st.question_id)}[/red] failed: {escape(st.error)}",
+                     console=progress.console)
             else:
-                progress.console.print(
-                    f"✓ {st.question_id}: {st.n_correct}/{st.n_rollouts} correct, "
-                    f"{st.n_nodes} nodes, {st.n_continuations:,} continuations, "
-                    f"{st.seconds:.1f}s", highlight=False)
+                _say(log, f"✓ {escape(st.question_id)}: {st.n_correct}/{st.n_rollouts} correct, "
+                     f"{st.n_nodes} nodes, {st.n_continuations:,} continuations, "
+                     f"{st.seconds:.1f}s", console=progress.console)
             progress.update(task, advance=1, rate=rate)
 
-        return runner.run_questions(world, questions, cfg.output_dir, on_done)
+        results = run_questions(world, questions, cfg.output_dir, on_done)
+    log.line(f"{len(results)} question(s) done, {sum(1 for r in results if r.error)} failed, "
+             f"{totals['cont']:,} continuations, {totals['tok']:,} generated tokens")
+    return results
 
 
 def _print_info(path: Path, signals: tuple[str, ...] | None = None) -> None:
@@ -255,6 +297,7 @@ def plan(
     sample: Annotated[int, typer.Option(help="questions seeded to count nodes (spread evenly)")]
     = 8,
     calibrate: Annotated[bool, typer.Option(help="time one full question on this device")] = True,
+    set_: SetOption = None,
 ) -> None:
     """Before a long run: nodes, continuations, generated tokens, disk and an ETA.
 
@@ -266,20 +309,22 @@ def plan(
     """
     import tempfile
 
-    from engine import runner
     from engine.inputs.config import parse_config
+    from engine.run.orchestrate import process_question
+    from engine.run.plan import plan_question
+    from engine.run.world import load_run_questions, load_world
     from engine.runfile import store
 
     try:
-        cfg = parse_config(config)
-        questions = runner.load_run_questions(cfg)
-        world = runner.load_world(cfg)
+        cfg = parse_config(config, overrides=set_ or ())
+        questions = load_run_questions(cfg)
+        world = load_world(cfg)
     except _user_errors() as e:
         _fail(e)
     n_q = len(questions)
     step = max(1, n_q // max(1, min(sample, n_q)))
     picked = questions[::step][:sample]
-    plans = [runner.plan_question(world, q) for q in picked]
+    plans = [plan_question(world, q) for q in picked]
     mean = {k: float(np.mean([getattr(p, k) for p in plans]))
             for k in ("rollout_tokens", "nodes", "continuations", "est_tokens", "seconds")}
     table = Table(title=f"Plan for {n_q} questions (from {len(plans)} seeded)")
@@ -293,7 +338,7 @@ def plan(
     if calibrate and picked:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            tables, st = runner.process_question(world, picked[0])
+            tables, st = process_question(world, picked[0])
             secs = time.perf_counter() - t0
             part = store.write_part(Path(tmp), 0, picked[0].id, tables)
             size = sum(f.stat().st_size for f in part.iterdir())
@@ -319,7 +364,8 @@ def _duration(seconds: float) -> str:
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")]) -> None:
+def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")],
+             set_: SetOption = None) -> None:
     """Check a config without loading weights: every problem is listed, exit 2 if any.
 
     Checks the config, the dataset, every template on every question, tokenizers, vocabulary
@@ -330,7 +376,7 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
     from engine.inputs.config import parse_config
 
     try:
-        cfg = parse_config(config)
+        cfg = parse_config(config, overrides=set_ or ())
         from engine.inputs.datasets import load_questions
         from engine.inputs.preflight import preflight
         from engine.runfile.store import check_run_dir
@@ -345,6 +391,40 @@ def validate(config: Annotated[Path, typer.Argument(help="TOML config to check")
     out.print(f"config OK: {len(qs)} questions, teachers {teachers}, signals "
               f"{', '.join(cfg.signals.families)}, nodes {cfg.nodes.strategy}, "
               f"N {cfg.continuations.n}, G {cfg.sampling.rollouts}, output {cfg.output_dir}")
+
+
+@app.command("config")
+def config_(
+    config: Annotated[Path | None, typer.Argument(help="TOML config to print with every value "
+                                                  "it runs with")] = None,
+    defaults: Annotated[bool, typer.Option(
+        "--defaults", help="print every key with its default and its meaning")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Print a config as annotated TOML: the defaults, or what a config runs with.
+
+    [b]Examples[/b]
+
+      opd-engine config --defaults > my.toml   # then fill in the keys marked required
+      opd-engine config my.toml --set sampling.rollouts=8   # the effective values
+    """
+    from engine.inputs.config import parse_config
+    from engine.inputs.config_doc import defaults_toml, effective_toml
+
+    try:
+        if defaults == (config is not None):
+            raise UserError("pass a config to print, or --defaults (not both)")
+        if defaults:
+            if set_:
+                raise UserError("--set applies to a config, not to --defaults")
+            text = defaults_toml()
+        else:
+            assert config is not None
+            text = effective_toml(parse_config(config, overrides=set_ or ()),
+                                  header=f"# {config}, every value it runs with\n")
+    except _user_errors() as e:
+        _fail(e)
+    sys.stdout.write(text)
 
 
 @app.command()
@@ -406,13 +486,12 @@ def toy_build(
 
     def make_demo(config_path: Path) -> None:
         import shutil
-        from dataclasses import replace
 
         from engine.inputs.config import parse_config
 
         cfg = parse_config(config_path)
         work = out_dir / ".demo-run"
-        cfg = replace(cfg, output_dir=work.resolve())
+        cfg = cfg.model_copy(update={"output_dir": work.resolve()})
         _run(cfg, limit=0, fresh=True, announce=False).replace(out_dir / "demo.duckdb")
         shutil.rmtree(work, ignore_errors=True)
 
@@ -436,7 +515,7 @@ def toy_findings(
 
     try:
         if not path.exists():
-            raise UserError(f"{path} does not exist; build it with `opd-engine toy build`")
+            raise UserError(how_to_get_demo(path))
         con = schema.open_run(path)
         schema.check_schema(con)
     except _user_errors() as e:
@@ -445,6 +524,11 @@ def toy_findings(
 
 
 def main() -> None:
+    """The `opd-engine` entry point. Process-wide settings are applied here, once, and never by
+    library calls: `tune_allocator` keeps full-vocabulary buffers from fragmenting the heap."""
+    from engine.models.allocator import tune_allocator
+
+    tune_allocator()
     app()
 
 

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.runfile.names import SIGNALS
+
 __all__ = [
     "D_NORM2_MIN",
     "H_NORM2_MIN",
@@ -83,8 +85,6 @@ __all__ = [
     "sharpening_stats",
     "teacher_advantage",
 ]
-
-SIGNALS = ("rkl", "fkl", "jsd", "sampled")
 
 NULL_REASONS: tuple[str | None, ...] = (
     None,

@@ -20,6 +20,8 @@ from typing import Any
 
 import platformdirs
 
+from engine.runfile.schema import RUN_DB_NAME
+
 VERSION = 1
 
 
@@ -72,7 +74,7 @@ def _protected_root(run: Path) -> Path:
     """What must never be written into: a run directory, or the run file (and the directory
     of a merged `run.duckdb`, which is the run directory)."""
     run = run.expanduser().resolve()
-    return run.parent if run.is_file() and run.name == "run.duckdb" else run
+    return run.parent if run.is_file() and run.name == RUN_DB_NAME else run
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -10,7 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parents[1] / "sample_data" / "demo.duckdb"
+from engine.runfile.demo import DEMO_DB, how_to_get_demo, sample_data_dir
+
+DEMO = sample_data_dir(DEMO_DB) / DEMO_DB
+"""The demo run: in a checkout's sample_data/, $OPD_SAMPLE_DATA, ./sample_data or the user's."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +35,8 @@ def resolve_path(path: Path | None) -> Path:
     if path is not None:
         return path
     if not DEMO.exists():
-        raise SystemExit(
-            f"opd-tui: no path given and the demo database {DEMO} does not exist.\n"
-            "Build it with `opd-engine toy build`, or pass a run: opd-tui RUN.duckdb")
+        raise SystemExit(f"opd-tui: no path given, and {how_to_get_demo(DEMO)}.\n"
+                         "Or pass a run: opd-tui RUN.duckdb")
     return DEMO
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from engine.runfile.names import CONTROLS
+
 GLOSSARY: tuple[tuple[str, str], ...] = (
     ("edge", "cos(g, d) - cos(g, d_sharp): what a teacher's pull earns beyond what the sharpened "
              "student (confidence alone) earns, in [-2, 2]; 0 = no better than sharpening"),
@@ -42,7 +44,7 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
                      "∅ with the reason otherwise"),
     ("∅ / ∅%", "NULL (no value: not probed, no signal, skipped context) / share of NULLs"),
     ("inc / cor", "incorrect / correct rollouts"),
-    ("controls", "ctrl_sharpened, ctrl_softened...: baselines a teacher must beat (in italics)"),
+    ("controls", f"{', '.join(CONTROLS)}...: baselines a teacher must beat (in italics)"),
 )
 
 

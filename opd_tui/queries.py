@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from engine.runfile.report import unverifiable_warnings
-from engine.runfile.schema import SIGNALS, SchemaError, check_schema, open_run, read_meta
+from engine.runfile.schema import (
+    SIGNALS,
+    SchemaError,
+    check_schema,
+    is_live_run_dir,
+    open_run,
+    read_meta,
+)
+from engine.runfile.sql import sql_ident, sql_literal
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,7 +54,7 @@ def _literal(value: Any) -> str:
         return repr(value)
     if isinstance(value, datetime.date):
         return f"'{value.isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
+    return sql_literal(value)
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,6 @@ def _dedent(sql: str) -> str:
     return "\n".join(x[indent:] for x in lines).strip() + ";"
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # ---------------------------------------------------------------------------------------------
 # Opening a run
 
@@ -98,7 +102,7 @@ class Run:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.con = _open(self.path)
-        self.live = self.path.is_dir() and not (self.path / "run.duckdb").exists()
+        self.live = is_live_run_dir(self.path)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
@@ -107,7 +111,7 @@ class Run:
         """Pick up new part files of a live run (and a merge that happened meanwhile)."""
         old = self.con
         self.con = _open(self.path)
-        self.live = self.path.is_dir() and not (self.path / "run.duckdb").exists()
+        self.live = is_live_run_dir(self.path)
         old.close()
 
     def close(self) -> None:
@@ -125,7 +129,7 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
             f"{path}: cannot be opened as a run database ({first}). Pass a .duckdb file written "
             "by `opd-engine` or a run directory."
         ) from None
-    live = path.is_dir() and not (path / "run.duckdb").exists()
+    live = is_live_run_dir(path)
     try:
         check_schema(con, summaries=not live)
     except SchemaError as e:
@@ -384,11 +388,11 @@ def questions_query(
     # nodes has no hurt token, 0, while its edge stays NULL
     per_teacher: list[tuple[str, str, str]] = []
     for t in teachers:
-        name = quote_ident(edge_column(t))
+        name = sql_ident(edge_column(t))
         per_teacher.append((name, f"max(mean_edge_decisive) FILTER (teacher = {_literal(t)})",
                             f"a.{name}"))
         if t not in controls:
-            name = quote_ident(hurts_column(t))
+            name = sql_ident(hurts_column(t))
             per_teacher.append((name, f"max(hurts) FILTER (teacher = {_literal(t)})",
                                 f"coalesce(a.{name}, 0) AS {name}"))
     pivots = "".join(f",\n                       {expr} AS {name}"
@@ -416,7 +420,7 @@ def questions_query(
             ) a ON a.question_id = q.question_id
             LEFT JOIN summary_best b ON b.scope = 'question' AND b.key = q.question_id
         ) {where_sql}
-        ORDER BY {quote_ident(order_by)} {direction} NULLS LAST, idx
+        ORDER BY {sql_ident(order_by)} {direction} NULLS LAST, idx
         LIMIT {int(limit)} OFFSET {int(offset)}""",
         (signal,),
     )
@@ -578,7 +582,7 @@ def candidates_query(question_id: str, rollout: int, pos: int, teachers: list[st
     ideal g."""
     pivots = "".join(
         f",\n               max(ct.q) FILTER (ct.teacher = {_literal(t)}) "
-        f"AS {quote_ident('q_' + t)}"
+        f"AS {sql_ident('q_' + t)}"
         for t in teachers
     )
     return Query(

@@ -2,11 +2,13 @@
 
 The numbers are random but obey the method's identities. Each probed node gets a real, small
 vocabulary: its candidates plus REST "other" tokens that share the outside mass equally under p
-and under every q. So p, q, g, h and every direction d are true vectors, all stored scores follow
-from them in closed form, and docs/schema.md's SQL recomputes them from the stored components.
-Only the intervals, the paired draws behind best_prob, timings and texts are invented (cheaply,
-but consistently: labels follow the intervals and the engine's rules, `maths.label` and
-`maths.best_teacher`).
+and under every q. So p, q, g, h and every direction d are true vectors, and every stored score
+is computed from them by the engine's own functions (`engine.maths`: entropy, h, directions,
+proxies on the vocabulary made explicit; g, cosines, edge, beyond, advantage and the halves on the
+candidates), so the fixture cannot drift from the method; docs/schema.md's SQL recomputes them
+from the stored components. Only the intervals, the paired draws behind best_prob, timings and
+texts are invented (cheaply, but consistently: labels follow the intervals and the engine's
+rules, `maths.label` and `maths.best_teacher`).
 
 Revision 2 of method.md holds exactly (thresholds: RULES, the engine's defaults): C+
 (`candidates.plausible`) is p >= pi or a non-control q >= pi or the sampled token; stakes =
@@ -32,7 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
@@ -40,15 +42,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from engine import maths
 from engine.inputs.config import ScoreConfig
 from engine.rng import generator, sequence_key
 from engine.runfile import schema
+from engine.runfile.names import CONTROL_SHARPENED, CONTROL_SOFTENED, CONTROLS
 from engine.runfile.summaries import materialise_summaries
 
-CONTROLS = ("ctrl_sharpened", "ctrl_softened")
 REST = 1000  # virtual tokens outside the candidate set
+VOCAB_CHUNK = 2048  # nodes per explicit-vocabulary buffer (bounds memory)
 N_CONT = 8  # continuations per candidate
 STUDENT_TOP_K = 4
 JSD_BETA = 0.5
@@ -139,14 +143,14 @@ def teacher_models(names: Sequence[str]) -> list[TeacherModel]:
             name, ("self" if name.startswith("self") else "external", 1.2, 0.5 + 2 * h, 0.6, None)
         )
         models.append(TeacherModel(name, kind, sharp, know, noise, fams))
-    models.append(TeacherModel("ctrl_sharpened", "control", 2.0, 0.0, 0.0))
+    models.append(TeacherModel(CONTROL_SHARPENED, "control", 2.0, 0.0, 0.0))
     if any(m.kind == "external" for m in models):
-        models.append(TeacherModel("ctrl_softened", "control", 0.5, 0.0, 0.0))
+        models.append(TeacherModel(CONTROL_SOFTENED, "control", 0.5, 0.0, 0.0))
     return models
 
 
 # ---------------------------------------------------------------------------------------------
-# Node maths on a virtual vocabulary: K candidates (axis -1) + REST equal "other" tokens
+# The virtual vocabulary, K candidates (axis -1) + REST equal "other" tokens, for engine.maths
 
 
 def _log_normalise(lc: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,56 +160,77 @@ def _log_normalise(lc: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return lc - log_z[:, None], lo - log_z
 
 
-def _expect(p: np.ndarray, po: np.ndarray, x: np.ndarray, xo: np.ndarray) -> np.ndarray:
-    return (p * x).sum(-1) + REST * po * xo
+def _explicit(log_c: np.ndarray, log_o: np.ndarray) -> torch.Tensor:
+    """The virtual vocabulary made explicit for engine.maths: (N, K + REST) log-probabilities,
+    the K candidates first, then REST copies of the "other" token."""
+    rest = torch.from_numpy(np.ascontiguousarray(log_o, dtype=np.float64))[:, None]
+    return torch.cat([torch.from_numpy(np.ascontiguousarray(log_c, dtype=np.float64)),
+                      rest.expand(-1, REST)], dim=1)
 
 
 def direction(
     signal: str, p: np.ndarray, po: np.ndarray, q: np.ndarray, qo: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """d = -dD/dz (method.md table) at the candidates (N, K) and at each "other" token (N,).
+    """`maths.direction` at the candidates (N, K) and at each "other" token (N,).
 
     The sampled token is candidate 0.
     """
-    if signal == "rkl":
-        r, ro = np.log(q) - np.log(p), np.log(qo) - np.log(po)
-        er = _expect(p, po, r, ro)
-        return p * (r - er[:, None]), po * (ro - er)
-    if signal == "fkl":
-        return q - p, qo - po
-    if signal == "jsd":
-        b = np.log(JSD_BETA * q + (1 - JSD_BETA) * p) - np.log(p)
-        bo = np.log(JSD_BETA * qo + (1 - JSD_BETA) * po) - np.log(po)
-        eb = _expect(p, po, b, bo)
-        return (1 - JSD_BETA) * p * (b - eb[:, None]), (1 - JSD_BETA) * po * (bo - eb)
-    if signal == "sampled":
-        adv = np.log(q[:, 0]) - np.log(p[:, 0])
-        onehot = np.zeros_like(p)
-        onehot[:, 0] = 1.0
-        return adv[:, None] * (onehot - p), -adv * po
-    raise ValueError(f"unknown signal {signal!r}; choose from {', '.join(schema.SIGNALS)}")
+    k = p.shape[-1]
+    sampled = torch.zeros(p.shape[0], dtype=torch.long)
+    d = maths.direction(signal, _explicit(np.log(p), np.log(po)),
+                        _explicit(np.log(q), np.log(qo)), sampled, JSD_BETA).numpy()
+    return d[:, :k], d[:, k]
 
 
-def beyond_sharpening(
-    gd: np.ndarray, g2: np.ndarray, gh: np.ndarray, d2: np.ndarray, hd: np.ndarray, h2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """cos(P g, P d) with P = I - h h^T/|h|^2, masks of pure-sharpening and of
-    sharpening-dominated directions (a residual share below rho), and |P d|^2 / |d|^2."""
-    pg2 = np.maximum(g2 - gh**2 / h2, 0)
-    pd2 = np.maximum(d2 - hd**2 / h2, 0)
-    pure = pd2 < 1e-12 * d2  # |P d| < 1e-6 |d|
-    dominated = (pg2 < RULES.rho * g2) | (pd2 < RULES.rho * d2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val = (gd - gh * hd / h2) / np.sqrt(pg2 * pd2)
-        d_share = np.where(d2 > 0, pd2 / d2, np.nan)
-    return np.clip(val, -1, 1), pure, dominated, d_share
+PROXIES = ("teacher_entropy", "kl_pq", "kl_qp", "js", "teachability", "sampled_rank",
+           "logq_sampled")
+"""The per-teacher proxies of `maths.proxies` stored in node_teacher (student_entropy is the
+token's entropy)."""
 
 
-def _cos(gd: np.ndarray, g2: np.ndarray, d2: np.ndarray) -> np.ndarray:
-    """cos(g, d), NaN where g or d vanishes."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.clip(gd / np.sqrt(g2 * d2), -1, 1)
-    return np.where((g2 == 0) | (d2 == 0), np.nan, val)
+@dataclass
+class _VocabStats:
+    """What the scores need from the full vocabulary, computed by engine.maths (torch)."""
+
+    entropy: np.ndarray  # (N,) H(p)
+    h_cand: np.ndarray  # (N, K) h at the candidates
+    h_norm2: np.ndarray  # (N,)
+    d_cand: np.ndarray  # (T, F, N, K)
+    d_norm2: np.ndarray  # (T, F, N)
+    hd: np.ndarray  # (T, F, N)
+    proxies: dict[str, np.ndarray]  # (T, N) each
+
+
+def _vocab_stats(log_p: np.ndarray, log_po: np.ndarray,
+                 logq: Sequence[tuple[np.ndarray, np.ndarray]],
+                 signals: Sequence[str]) -> _VocabStats:
+    """Entropy, h, every teacher's direction statistics and proxies, VOCAB_CHUNK nodes at a time
+    (an explicit (chunk, K + REST) buffer per distribution), exactly as the scoring stage gets
+    them: `maths.sharpening_stats`, `maths.direction_stats`, `maths.proxies`."""
+    n, k = log_p.shape
+    n_t, n_s = len(logq), len(signals)
+    out = _VocabStats(np.empty(n), np.empty((n, k)), np.empty(n), np.empty((n_t, n_s, n, k)),
+                      np.empty((n_t, n_s, n)), np.empty((n_t, n_s, n)),
+                      {name: np.empty((n_t, n)) for name in PROXIES})
+    for a in range(0, n, VOCAB_CHUNK):
+        sl = slice(a, min(n, a + VOCAB_CHUNK))
+        lp = _explicit(log_p[sl], log_po[sl])
+        m = lp.shape[0]
+        cand = torch.arange(k).expand(m, k)
+        sampled = torch.zeros(m, dtype=torch.long)  # candidate 0
+        h, h_cand, h2 = maths.sharpening_stats(lp, cand)
+        out.entropy[sl] = maths.entropy(lp).numpy()
+        out.h_cand[sl], out.h_norm2[sl] = h_cand.numpy(), h2.numpy()
+        for ti, (lq_c, lq_o) in enumerate(logq):
+            lq = _explicit(lq_c[sl], lq_o[sl])
+            for si, sig in enumerate(signals):
+                st = maths.direction_stats(sig, lp, lq, cand, sampled, JSD_BETA, h)
+                out.d_cand[ti, si, sl] = st.d_cand.numpy()
+                out.d_norm2[ti, si, sl], out.hd[ti, si, sl] = st.d_norm2.numpy(), st.hd.numpy()
+            prox = maths.proxies(lp, lq, sampled, STUDENT_TOP_K)
+            for name in PROXIES:
+                out.proxies[name][ti, sl] = prox[name].numpy()
+    return out
 
 
 def _interval(rng: np.random.Generator, x: np.ndarray, width: np.ndarray, lo: float,
@@ -285,11 +310,9 @@ def _batch_tables(
     lc[quiet, 1:] -= 7.0
     lo_ = np.log(rng.beta(1.0, 8.0, n_n) * 0.3 + 1e-3) - np.log(REST) + 2.0
     log_p, log_po = _log_normalise(lc, lo_)
-    p, po = np.exp(log_p), np.exp(log_po)
+    p = np.exp(log_p)
     m_s = p.sum(-1)
-    h_ent = -(p * log_p).sum(-1) - REST * po * log_po
     logp[node_tok] = log_p[:, 0]
-    entropy[node_tok] = h_ent
 
     base = np.where(np.nan_to_num(correct_node, nan=0.5) > 0.5, 0.75, 0.3)
     logit = np.log(base / (1 - base))[:, None] + rng.normal(0.0, 1.8, (n_n, k))
@@ -299,11 +322,11 @@ def _batch_tables(
 
     # ---- teachers ------------------------------------------------------------------------------
     family = np.asarray(b.families)[roll_q[node_roll]]
-    q_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    logq_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     first_external = next((m.name for m in models if m.kind == "external"), None)
     for m in models:
-        if m.name == "ctrl_softened" and first_external is not None:
-            lq, lqo = np.log(q_of[first_external][0]), np.log(q_of[first_external][1])
+        if m.name == CONTROL_SOFTENED and first_external is not None:
+            lq, lqo = logq_of[first_external]
             lq, lqo = _log_normalise(m.sharpness * lq, m.sharpness * lqo)
         else:
             know = np.full(n_n, m.knowledge)
@@ -314,14 +337,15 @@ def _batch_tables(
                 + m.noise * rng.normal(size=(n_n, k)),
                 m.sharpness * log_po + m.noise * rng.normal(size=n_n),
             )
-        q_of[m.name] = (np.exp(lq), np.exp(lqo))
+        logq_of[m.name] = (lq, lqo)
+    q_of = {name: np.exp(lq) for name, (lq, _) in logq_of.items()}  # at the candidates
 
     # ---- outcomes, C+ and stakes ---------------------------------------------------------------
+    mask = np.ones((n_n, k), bool)  # every slot is a real candidate
     is_sampled = np.zeros((n_n, k), bool)
     is_sampled[:, 0] = True
-    q_plus = np.stack([q_of[m.name][0] for m in models if not m.is_control])
-    plausible = maths.plausible_set(p, q_plus, is_sampled, np.ones((n_n, k), bool),
-                                    RULES.plausible)
+    q_plus = np.stack([q_of[m.name] for m in models if not m.is_control])
+    plausible = maths.plausible_set(p, q_plus, is_sampled, mask, RULES.plausible)
     s = rng.binomial(N_CONT, pi)
     # at a quiet node every plausible candidate ends like the sampled token: nothing at stake
     s = np.where(quiet[:, None] & plausible, s[:, :1], s)
@@ -336,85 +360,77 @@ def _batch_tables(
         plausible)
     decisive = stakes >= RULES.tau_stakes
 
-    def ideal(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = (p * sh).sum(-1) / m_s
-        return p * (sh - v[:, None]), v
-
-    g, v_hat = ideal(s_hat)
-    g_a, _ = ideal(s_half / n_half)
-    g_b, _ = ideal((s - s_half) / (N_CONT - n_half))
-    no_signal = np.all(s == s[:, :1], axis=-1)
-    g[no_signal] = 0.0  # exactly, as the engine sets it
-    h, ho = p * (log_p + h_ent[:, None]), po * (log_po + h_ent)
-    h2 = (h**2).sum(-1) + REST * ho**2
-    g2, gh = (g**2).sum(-1), (g * h).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        g_share = np.where(no_signal, np.nan, np.maximum(g2 - gh**2 / h2, 0) / g2)
-
+    # ---- the scores, by the engine's own maths -------------------------------------------------
     order_t = sorted(range(len(models)), key=lambda i: models[i].name)
     order_s = sorted(signals)
     teachers_sorted = [models[i] for i in order_t]
     n_t, n_s = len(models), len(order_s)
+    full = _vocab_stats(log_p, log_po, [logq_of[m.name] for m in teachers_sorted], order_s)
+    entropy[node_tok] = full.entropy
+    h, h2 = full.h_cand, full.h_norm2
+    v_hat, g = maths.ideal_direction(p, s_hat, mask)
+    no_signal = (g == 0).all(-1)
+    g2, gh = (g**2).sum(-1), (g * h).sum(-1)
+    # the sharpened student's cosine under each signal: the edge's reference (cos_sharp), (F, N)
+    sh = [m.name for m in teachers_sorted].index(CONTROL_SHARPENED)
+    cos_sharp = maths.sharpened_cos(g, full.d_cand[sh], full.d_norm2[sh], mask)
+    q_all = np.stack([q_of[m.name] for m in teachers_sorted])  # (T, N, K)
+    advantage = maths.teacher_advantage(q_all, s_hat, v_hat, mask)  # (T, N)
+    fb = order_s.index("rkl") if "rkl" in order_s else 0  # meta rank_signal: rkl
+    halves = maths.crossfit_halves(
+        p, mask, maths.half_estimates(s, np.full_like(s, N_CONT), s_half,
+                                      np.full_like(s, n_half), mask),
+        q_all, full.d_cand[:, fb], full.d_norm2[:, fb], full.hd[:, fb], h, h2,
+        full.d_cand[sh, fb], full.d_norm2[sh, fb])
     width = rng.uniform(0.05, 0.6, n_n)  # per-node interval width, shared by teachers (paired)
-
-    # the sharpened student's cosine under each signal: the edge's reference (cos_sharp)
-    q_sh, qo_sh = q_of["ctrl_sharpened"]
-    cos_sharp = {}
-    for sig in order_s:
-        d, do = direction(sig, p, po, q_sh, qo_sh)
-        cos_sharp[sig] = _cos((g * d).sum(-1), g2, (d**2).sum(-1) + REST * do**2)
 
     d_cols = {sig: np.zeros((n_n, n_t, k)) for sig in schema.SIGNALS}
     sc = {c: np.full((n_n, n_t, n_s), np.nan) for c in (
         "d_norm2", "hd", "gain", "cos", "cos_c", "cos_sharp", "edge", "beyond",
         "d_residual_share", "cos_lo", "cos_hi", "edge_lo", "edge_hi", "beyond_lo", "beyond_hi",
         "gain_lo", "gain_hi", "param_cos")}
-    reason = np.full((n_n, n_t, n_s), -1)  # index into _REASONS
-    nt_cols: dict[str, np.ndarray] = {}
+    reason = np.zeros((n_n, n_t, n_s), np.int8)  # codes into maths.NULL_REASONS
+    g_share = np.full(n_n, np.nan)
+    nt_cols: dict[str, np.ndarray] = {
+        "m_c": q_all.sum(-1).T, "advantage": advantage.T,
+        "advantage_a": halves["advantage_a"].T, "advantage_b": halves["advantage_b"].T,
+        **{name: v.T for name, v in full.proxies.items() if name != "sampled_rank"},
+        "sampled_rank": full.proxies["sampled_rank"].T.astype(np.int32),
+        "advantage_lo": np.full((n_n, n_t), np.nan), "advantage_hi": np.full((n_n, n_t), np.nan),
+    }
+    if "rkl" in order_s:
+        nt_cols.update(edge_a=halves["edge_a"].T, edge_b=halves["edge_b"].T)
     edge_rkl = {}
     for ti, m in enumerate(teachers_sorted):
-        q, qo = q_of[m.name]
+        al = maths.alignment(g, full.d_cand[ti], full.d_norm2[ti], full.hd[ti], h, h2, mask,
+                             cos_sharp, RULES.rho)  # (F, N) each
+        g_share = np.broadcast_to(al["g_share"], (n_s, n_n))[0]  # depends on g and h only
         for si, sig in enumerate(order_s):
-            d, do = direction(sig, p, po, q, qo)
-            d_cols[sig][:, ti] = d
-            d2 = (d**2).sum(-1) + REST * do**2
-            hd = (h * d).sum(-1) + REST * ho * do
-            gd = (g * d).sum(-1)
-            cos = _cos(gd, g2, d2)
-            cos_c = _cos(gd, g2, (d**2).sum(-1))
-            edge = cos - np.nan_to_num(cos_sharp[sig], nan=0.0)
-            beyond, pure, dominated, d_share = beyond_sharpening(gd, g2, gh, d2, hd, h2)
-            zero_d = d2 == 0
-            beyond[no_signal | zero_d | pure | dominated] = np.nan
-            r = np.select([no_signal, zero_d, pure, dominated], [0, 3, 1, 4], default=-1)
-            reason[:, ti, si] = r
+            d_cols[sig][:, ti] = full.d_cand[ti, si]
+            d2, gd, cos, edge = full.d_norm2[ti, si], al["gain"][si], al["cos"][si], al["edge"][si]
+            reason[:, ti, si] = al["reason"][si]
             cos_lo, cos_hi = _interval(rng, cos, width, -1, 1)
-            if m.name == "ctrl_sharpened":  # the reference itself: edge 0 in every draw
+            if m.name == CONTROL_SHARPENED:  # the reference itself: edge 0 in every draw
                 edge_lo, edge_hi = edge, edge
             else:
                 edge_lo, edge_hi = _interval(rng, edge, width, -2, 2)
-            b_lo, b_hi = _interval(rng, beyond, width, -1, 1)
+            b_lo, b_hi = _interval(rng, al["beyond"][si], width, -1, 1)
             scale = np.sqrt(g2 * d2)
             gain_lo, gain_hi = _interval(rng, gd, width * scale, -np.inf, np.inf)
             param = np.where(rng.random(n_n) < 0.02, np.clip(cos + rng.normal(0, 0.1, n_n), -1, 1),
                              np.nan)
-            for name, val in (("d_norm2", d2), ("hd", hd), ("gain", gd), ("cos", cos),
-                              ("cos_c", cos_c), ("cos_sharp", cos_sharp[sig]), ("edge", edge),
-                              ("beyond", beyond), ("d_residual_share", d_share),
+            for name, val in (("d_norm2", d2), ("hd", full.hd[ti, si]), ("gain", gd),
+                              ("cos", cos), ("cos_c", al["cos_c"][si]),
+                              ("cos_sharp", cos_sharp[si]), ("edge", edge),
+                              ("beyond", al["beyond"][si]), ("d_residual_share", al["d_share"][si]),
                               ("cos_lo", cos_lo), ("cos_hi", cos_hi), ("edge_lo", edge_lo),
                               ("edge_hi", edge_hi), ("beyond_lo", b_lo), ("beyond_hi", b_hi),
                               ("gain_lo", gain_lo), ("gain_hi", gain_hi), ("param_cos", param)):
                 sc[name][:, ti, si] = val
             if sig == "rkl":
                 edge_rkl[m.name] = edge
-                for half, gx in (("a", g_a), ("b", g_b)):
-                    gx2 = (gx**2).sum(-1)
-                    ref = _cos((gx * h).sum(-1), gx2, h2)  # rKL: d_sharp is along +h
-                    val = _cos((gx * d).sum(-1), gx2, d2) - np.nan_to_num(ref, nan=0.0)
-                    nt_cols.setdefault(f"edge_{half}", np.full((n_n, n_t), np.nan))
-                    nt_cols[f"edge_{half}"][:, ti] = val
-        nt_cols.update(_node_teacher_cols(nt_cols, ti, n_t, p, po, q, qo, s_hat, s, s_half,
-                                          n_half, m_s, v_hat, width, rng))
+        lo, hi = _interval(rng, advantage[ti], width * 0.2, -1, 1)
+        nt_cols["advantage_lo"][:, ti], nt_cols["advantage_hi"][:, ti] = lo, hi
 
     # ---- best teacher per node: the engine's rule on invented paired draws ---------------------
     learners = [m.name for m in teachers_sorted if not m.is_control]
@@ -489,7 +505,7 @@ def _batch_tables(
         **{key: _repeat(val, k * n_t) for key, val in node_key.items()},
         "cand": np.tile(np.repeat(np.arange(k, dtype=np.int16), n_t), n_n),
         "teacher": pc.take(names, pa.array(np.tile(np.arange(n_t), n_n * k))),
-        "q": np.stack([q_of[m.name][0] for m in teachers_sorted], -1).ravel(),
+        "q": np.moveaxis(q_all, 0, -1).ravel(),
         **{f"d_{sig}": _pa(np.swapaxes(d_cols[sig], 1, 2).ravel(),
                            np.full(n_n * k * n_t, sig in off)) for sig in schema.SIGNALS},
     })
@@ -510,60 +526,9 @@ def _batch_tables(
         "label": _labels(sc["cos_lo"].ravel(), sc["cos_hi"].ravel(), dec_rows),
         "label_edge": _labels(sc["edge_lo"].ravel(), sc["edge_hi"].ravel(), dec_rows),
         "label_beyond": _labels(sc["beyond_lo"].ravel(), sc["beyond_hi"].ravel(), dec_rows),
-        "null_reason": pc.take(pa.array(_REASONS), pa.array(np.maximum(reasons, 0),
-                                                            mask=reasons < 0)),
+        "null_reason": pc.take(pa.array(maths.NULL_REASONS[1:], pa.string()),
+                               pa.array(np.maximum(reasons - 1, 0), mask=reasons == 0)),
     }) if flat else _table("scores", {})
-
-
-_REASONS = ("no_signal", "pure_sharpening", "no_sharpening_direction", "zero_direction",
-            "sharpening_dominated")
-
-
-def _node_teacher_cols(
-    cols: dict[str, np.ndarray], ti: int, n_t: int, p: np.ndarray, po: np.ndarray, q: np.ndarray,
-    qo: np.ndarray, s_hat: np.ndarray, s: np.ndarray, s_half: np.ndarray, n_half: int,
-    m_s: np.ndarray, v_hat: np.ndarray, width: np.ndarray, rng: np.random.Generator,
-) -> dict[str, np.ndarray]:
-    """Coverage, advantage (whole and per half) and cheap proxies of one teacher."""
-    n_n = p.shape[0]
-
-    def col(name: str, dtype: type = np.float64) -> np.ndarray:
-        return cols.get(name, np.zeros((n_n, n_t), dtype))
-
-    out: dict[str, np.ndarray] = {}
-
-    def put(name: str, val: np.ndarray, dtype: type = np.float64) -> None:
-        arr = col(name, dtype)
-        arr[:, ti] = val
-        out[name] = arr
-
-    def advantage(sh: np.ndarray) -> np.ndarray:
-        v = (p * sh).sum(-1) / m_s
-        return (q * (sh - v[:, None])).sum(-1)
-
-    adv = (q * (s_hat - v_hat[:, None])).sum(-1)
-    lo, hi = _interval(rng, adv, width * 0.2, -1, 1)
-    mix, mixo = 0.5 * (p + q), 0.5 * (po + qo)
-    kl_pq = _expect(p, po, np.log(p / q), np.log(po / qo))
-    kl_qp = _expect(q, qo, np.log(q / p), np.log(qo / po))
-    js = 0.5 * _expect(p, po, np.log(p / mix), np.log(po / mixo)) + 0.5 * _expect(
-        q, qo, np.log(q / mix), np.log(qo / mixo))
-    top = np.argsort(-p, -1)[:, :STUDENT_TOP_K]
-    rank = 1 + (q > q[:, :1]).sum(-1) + np.where(qo > q[:, 0], REST, 0)
-    put("m_c", q.sum(-1))
-    put("advantage", adv)
-    put("advantage_lo", lo)
-    put("advantage_hi", hi)
-    put("advantage_a", advantage(s_half / n_half))
-    put("advantage_b", advantage((s - s_half) / (N_CONT - n_half)))
-    put("teacher_entropy", -_expect(q, qo, np.log(q), np.log(qo)))
-    put("kl_pq", kl_pq)
-    put("kl_qp", kl_qp)
-    put("js", js)
-    put("teachability", np.take_along_axis(q, top, -1).sum(-1))
-    put("sampled_rank", rank, np.int32)
-    put("logq_sampled", np.log(q[:, 0]))
-    return out
 
 
 def _repeat(val: pa.Array | np.ndarray, times: int) -> pa.Array | np.ndarray:
@@ -612,7 +577,7 @@ def _run_tables(models: list[TeacherModel], signals: Sequence[str], params: dict
                                    "python": sys.version.split()[0]}),
         "fixture": json.dumps(params),
         "sampling_temperature": "1.0", "rank_signal": "rkl",
-        "score_rules": json.dumps(asdict(RULES)), "sharpened_temperature": "0.5",
+        "score_rules": json.dumps(RULES.model_dump()), "sharpened_temperature": "0.5",
         "interval_levels": json.dumps({**maths.LEVELS,
                                        "stakes_candidate": maths.STAKES_CANDIDATE_LEVEL}),
     }
@@ -713,6 +678,7 @@ def write_fixture_db(
             key = schema.TABLE_BY_NAME[name].key
             order = sorted(range(len(rows[key[0]])), key=lambda i: tuple(rows[c][i] for c in key))
             _insert(con, name, _table(name, {c: [v[i] for i in order] for c, v in rows.items()}))
+        _insert_stages(con)
         materialise_summaries(con, draws=draws, seed=seed)
         schema.create_views(con)
         con.execute("CHECKPOINT")
@@ -789,6 +755,19 @@ def _failed_question(q_rows: dict, i: int, family: int) -> None:
                  ("n_rollouts", 0), ("n_correct", 0), ("n_nodes", 0), ("n_continuations", 0),
                  ("generated_tokens", 0), ("seconds", 0.5)):
         q_rows[c].append(v)
+
+
+STAGE_SHARES = {"sampling": 0.2, "verification": 0.1, "scoring": 0.3, "continuations": 0.35,
+                "writing": 0.05}
+"""Each finished question's seconds split over the stages (question_stages), in fixed shares."""
+
+
+def _insert_stages(con: duckdb.DuckDBPyConnection) -> None:
+    shares = ", ".join(f"('{stage}', {share})" for stage, share in STAGE_SHARES.items())
+    con.execute(f"""INSERT INTO question_stages
+                    SELECT question_id, stage, seconds * share
+                    FROM questions, (VALUES {shares}) AS s(stage, share)
+                    WHERE status = 'ok' ORDER BY question_id, stage""")
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> None:

@@ -114,16 +114,18 @@ def test_run_with_bad_dataset_line_names_it(world: Path, tmp_path: Path) -> None
 
 
 def test_plan_counts_what_run_does(tmp_path: Path) -> None:
-    from engine import runner
     from engine.inputs.config import parse_config
+    from engine.run.orchestrate import process_question
+    from engine.run.plan import plan_question
+    from engine.run.world import load_run_questions, load_world
 
     cfg_path = make_world(tmp_path, questions=2, max_new=6, rollouts=2, n=3,
                           strategy="entropy:3")
     cfg = parse_config(cfg_path)
-    world = runner.load_world(cfg)
-    for q in runner.load_run_questions(cfg):
-        plan = runner.plan_question(world, q)
-        _, stats = runner.process_question(world, q)
+    world = load_world(cfg)
+    for q in load_run_questions(cfg):
+        plan = plan_question(world, q)
+        _, stats = process_question(world, q)
         assert (plan.nodes, plan.continuations) == (stats.n_nodes, stats.n_continuations)
         assert plan.nodes <= 3 * 2
     world.close()
@@ -251,3 +253,195 @@ def test_disk_full_says_finished_parts_survive(tmp_path: Path,
     monkeypatch.setattr(store, "write_part", real)
     code, out = cli("run", str(cfg))
     assert code == 0 and "resuming: 1 question(s) already done" in out, out
+
+
+# -------------------------------------------------------------------------------------------------
+# One declaration: the models, the generated reference, --set, hub options, fingerprints
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+DEMO_FINGERPRINT = "caf0f8f35c166c4d"
+"""What sample_data/demo.duckdb's meta stores as config_hash; resumed runs compare it."""
+
+
+def test_demo_fingerprint_is_the_one_its_database_stores() -> None:
+    import duckdb
+
+    con = duckdb.connect(str(SAMPLE / "demo.duckdb"), read_only=True)
+    try:
+        stored = con.execute("SELECT value FROM meta WHERE key = 'config_hash'").fetchone()[0]
+    finally:
+        con.close()
+    assert parse_config(SAMPLE / "demo.toml").fingerprint() == stored == DEMO_FINGERPRINT
+
+
+def test_fingerprints_of_configs_written_before_the_models_are_unchanged(world: Path,
+                                                                          tmp_path: Path) -> None:
+    """Keys left out, written at their defaults, or unset hub options: the same hash."""
+    base = parse_config(world).fingerprint()
+    spelled = _variant(world, tmp_path, 'model = "student"',
+                       'model = "student"\ntrust_remote_code = false')
+    assert parse_config(spelled).fingerprint() == base
+    revised = _variant(world, tmp_path, 'model = "student"', 'model = "student"\nrevision = "v2"')
+    assert parse_config(revised).fingerprint() != base
+
+
+def test_readme_config_reference_is_generated_from_the_models() -> None:
+    from engine.inputs.config_doc import BEGIN, END, readme_block
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert BEGIN in readme and END in readme, "README lost the GENERATED config markers"
+    block = readme[readme.index(BEGIN):readme.index(END) + len(END)]
+    assert block == readme_block(), "README config reference is stale: run " \
+                                    "scripts/gen_config_doc.py"
+
+
+def test_defaults_print_every_key_and_parse_back_to_the_defaults(world: Path) -> None:
+    import tomllib
+
+    from engine.inputs import config as c
+
+    code, text = cli("config", "--defaults")
+    assert code == 0, text
+    raw = tomllib.loads(text)
+    for name, table in c.SECTIONS.items():  # every key shown (an unset revision commented out)
+        shown = set(raw.get(name, {}))
+        assert shown | {"revision"} >= set(table.model_fields), (name, shown)
+        for key in table.model_fields:
+            assert f"{key} = " in text, (name, key)
+    assert "# [[contexts]]" in text and "contexts" not in raw  # an optional, commented example
+    # the required keys: the world's models (its questions.jsonl is the example's name)
+    filled = (text.replace('model = "path/or/hub-id"', 'model = "teacher"', 2)
+              .replace('model = "teacher"', 'model = "student"', 1))
+    cfg_path = world.parent / "defaults.toml"
+    cfg_path.write_text(filled)
+    cfg = parse_config(cfg_path)
+    for name, table in c.SECTIONS.items():
+        if name not in ("student", "data"):
+            assert getattr(cfg, name) == table(), name
+    assert cfg.nodes.strategy == "entropy:32" and cfg.student.model.endswith("student")
+    assert [t.kind for t in cfg.teachers] == ["external", "self"]
+    assert cfg.teachers[0].model.endswith("teacher") and not cfg.contexts
+
+
+def test_effective_config_parses_back_to_the_same_run(world: Path) -> None:
+    from engine.inputs.config_doc import effective_toml
+
+    sets = ("sampling.rollouts=3", "teachers.strong.temperature=0.5", "nodes.strategy=entropy:2",
+            "data.fields={ question = \"question\" }", "student.revision=\"main\"")
+    cfg = parse_config(world, overrides=sets)
+    again = world.parent / "effective.toml"
+    again.write_text(effective_toml(cfg))
+    assert parse_config(again).fingerprint() == cfg.fingerprint()
+    code, out = cli("config", str(world), *[a for s in sets for a in ("--set", s)])
+    assert code == 0 and "rollouts = 3" in out and 'revision = "main"' in out, out
+
+
+def test_set_overrides_keys_and_is_recorded(world: Path) -> None:
+    import tomllib
+
+    cfg = parse_config(world, overrides=["sampling.rollouts=3", "nodes.strategy=entropy:2",
+                                         "teachers.strong.temperature=0.5", "seed=7",
+                                         "signals.families=[\"rkl\"]"])
+    assert (cfg.sampling.rollouts, cfg.nodes.strategy, cfg.teachers[0].temperature, cfg.seed,
+            cfg.signals.families) == (3, "entropy:2", 0.5, 7, ("rkl",))
+    assert cfg.fingerprint() != parse_config(world).fingerprint()
+    assert "--set sampling.rollouts=3" in cfg.raw_toml  # the run's meta: the effective config
+    assert tomllib.loads(cfg.raw_toml)["sampling"]["rollouts"] == 3
+    assert parse_config(world).raw_toml == world.read_text()  # without --set: the file as is
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("sampling.temprature=0.5", "[sampling] has no key 'temprature' (did you mean 'temperature'?"),
+    ("sampling.rollouts=two", "'rollouts' must be an integer, got 'two' (from --set"),
+    ("sampling.rollouts=0", "rollouts must be >= 1"),
+    ("teachers.nobody.temperature=1", "no teacher named 'nobody'"),
+    ("colour=3", "unknown key or table 'colour'"),
+    ("sampling", "expected section.key=value"),
+])
+def test_a_bad_set_is_one_clear_error(world: Path, item: str, message: str) -> None:
+    for command in ("validate", "run", "plan", "config"):
+        code, out = cli(command, str(world), "--set", item)
+        assert code == 2, (command, out)
+        assert message in " ".join(out.split()), (command, out)
+        assert "Traceback" not in out and "problem(s)" in out, (command, out)
+    assert not (world.parent / "run").exists()
+
+
+def test_every_problem_at_once_across_tables_and_entries(world: Path, tmp_path: Path) -> None:
+    """Cross-key rules of one table still report beside the type and range errors."""
+    cfg = _variant(world, tmp_path, 'kind = "external"\nmodel = "teacher"',
+                   'kind = "external"\ntemperature = 0\nextra = 1')
+    text = cfg.read_text().replace("rollouts = 2", "rollouts = 0").replace(
+        'name = "self_answer"', 'name = "strong"')
+    cfg.write_text(text.replace('kind = "numeric"', 'kind = "callable"\ntimeout_s = 0'))
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    flat = "\n".join(e.value.problems)
+    for message in ("teacher 'strong': an external teacher needs model", "temperature must be > 0",
+                    "unknown key 'extra'", "duplicate or reserved name",
+                    "rollouts must be >= 1", "needs callable = 'module:function'",
+                    "timeout_s must be > 0"):
+        assert message in flat, (message, flat)
+
+
+def test_one_model_loaded_once_takes_one_revision(world: Path, tmp_path: Path) -> None:
+    cfg = _variant(world, tmp_path, 'name = "self_answer"\nkind = "self"',
+                   'name = "again"\nkind = "external"\nmodel = "teacher"\nrevision = "b"')
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    assert "teacher 'again': model" in str(e.value) and "give both the same" in str(e.value)
+
+
+def test_revision_and_trust_remote_code_reach_from_pretrained(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    import transformers
+
+    from engine.models import loading
+
+    seen: list[dict] = []
+
+    def record(path: str, **kwargs: object) -> None:
+        seen.append(kwargs)
+        raise OSError("offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    with pytest.raises(loading.ModelLoadError):
+        loading.load_model("org/model", device=torch.device("cpu"), dtype=torch.float32,
+                           revision="v1", trust_remote_code=True)
+    assert seen == [{"revision": "v1", "trust_remote_code": True}]
+
+
+def test_meta_records_hub_models_by_commit_and_local_ones_as_before(
+        world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    import huggingface_hub.constants
+
+    from engine.inputs.weights import model_fingerprints
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--teacher"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "v2").write_text(commit)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = parse_config(_variant(world, tmp_path, 'model = "teacher"',
+                                'model = "org/teacher"\nrevision = "v2"\ntrust_remote_code = true'))
+    models = model_fingerprints(cfg)
+    assert models["strong"] == {"path": "org/teacher", "commit": commit, "bytes": 7,
+                                "sha256": hashlib.sha256(b"weights").hexdigest(),
+                                "revision": "v2", "trust_remote_code": True}
+    student = Path(cfg.student.model)
+    files = sorted(student.glob("*.safetensors"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    assert models["student"] == {"path": str(student), "bytes": sum(f.stat().st_size
+                                                                  for f in files),
+                                 "sha256": h.hexdigest()}
+    assert [t.load_kwargs for t in cfg.all_teachers if t.model == "org/teacher"] == [
+        {"revision": "v2", "trust_remote_code": True}] * 2  # the softened control: same weights

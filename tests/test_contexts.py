@@ -14,44 +14,11 @@ from engine.inputs import contexts as ctx
 from engine.inputs.config import DerivedConfig, parse_config
 from engine.inputs.datasets import load_questions
 
-EXTRA = """
-[derived]
-few_shot = 1
-few_shot_template = "Q:{{question}} S:{{solution}}"
-contrastive_missing = "{missing}"
-
-[[contexts]]
-name = "summary"
-model = "student"
-prompt = "Summarise {{solution}}:"
-temperature = 1.0
-max_new_tokens = 6
-seed = 3
-
-[[teachers]]
-name = "self_shots"
-kind = "self"
-prompt = "{{few_shot}} Q:{{question}} A:"
-
-[[teachers]]
-name = "self_contrast"
-kind = "self"
-prompt = "Right:{{contrastive_correct}} Wrong:{{contrastive_incorrect}} Q:{{question}} A:"
-
-[[teachers]]
-name = "self_summary"
-kind = "self"
-prompt = "{{summary}} Q:{{question}} A:"
-"""
-
 
 def _world(root: Path, missing: str, questions: int = 3) -> Path:
     cfg = tiny_world.make_world(root, questions=questions, rollouts=3, max_new=6, n=2,
-                                strategy="stride:3")
-    text = cfg.read_text().replace(
-        'kind = "numeric"', 'kind = "callable"\ncallable = "tiny_verifiers:even_length"')
-    cfg.write_text(text + EXTRA.format(missing=missing).replace("{{", "{").replace("}}", "}"))
-    return cfg
+                                strategy="stride:3", verifier="even_length")
+    return tiny_world.add_contexts(cfg, missing=missing, few_shot=1)
 
 
 def test_contrastive_picks_the_nearest_other_rollout_of_each_kind() -> None:

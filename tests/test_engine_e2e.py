@@ -23,11 +23,7 @@ torch.set_num_threads(1)
 def signal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small run whose verifier succeeds often enough for nodes to carry signal."""
     root = tmp_path_factory.mktemp("e2e")
-    cfg = make_world(root, questions=2, max_new=6, rollouts=2, n=6)
-    text = cfg.read_text().replace('kind = "numeric"',
-                                   'kind = "callable"\ncallable = "tiny_verifiers:has_seven"')
-    cfg.write_text(text)
-    return run_ok(cfg)
+    return run_ok(make_world(root, questions=2, max_new=6, rollouts=2, n=6, verifier="has_seven"))
 
 
 def test_every_table_and_view_is_filled(signal_run: Path) -> None:
@@ -271,32 +267,29 @@ def test_changed_config_refuses_the_directory_unless_fresh(tmp_path: Path) -> No
 
 def test_failing_question_is_recorded_and_run_goes_on(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import runner
+    from engine.run import orchestrate
 
     cfg = make_world(tmp_path, questions=3, max_new=4, rollouts=1, n=2)
-    real = runner.process_question
+    real = orchestrate.process_question
 
     def flaky(world, q, seeded=None):  # noqa: ANN001, ANN202
         if q.id == "q001":
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(world, q, seeded)
 
-    monkeypatch.setattr(runner, "process_question", flaky)
+    monkeypatch.setattr(orchestrate, "process_question", flaky)
     db = run_ok(cfg)
     st = dict(table(db, "SELECT question_id, status FROM questions"))
     assert st == {"q000": "ok", "q001": "failed", "q002": "ok"}
     err = table(db, "SELECT error FROM failed_questions")[0][0]
     assert "out of memory" in err
-    monkeypatch.setattr(runner, "process_question", real)
+    monkeypatch.setattr(orchestrate, "process_question", real)
     db = run_ok(cfg)  # resume retries the failed question only
     assert dict(table(db, "SELECT question_id, status FROM questions"))["q001"] == "ok"
 
 
 def test_verifier_crash_marks_unverifiable(tmp_path: Path) -> None:
-    cfg = make_world(tmp_path, questions=1, max_new=4, rollouts=2, n=2)
-    cfg.write_text(cfg.read_text().replace(
-        'kind = "numeric"', 'kind = "callable"\ncallable = "tiny_verifiers:exploding"'))
-    db = run_ok(cfg)
+    db = run_ok(make_world(tmp_path, questions=1, max_new=4, rollouts=2, n=2, verifier="exploding"))
     verdicts = {v for (v,) in table(db, "SELECT verdict FROM rollouts")}
     assert verdicts == {"unverifiable"}
 
@@ -304,10 +297,8 @@ def test_verifier_crash_marks_unverifiable(tmp_path: Path) -> None:
 def test_edge_reference_without_the_sharpened_control(tmp_path: Path) -> None:
     """With ctrl_sharpened switched off the edge still has its reference: the student at the
     sharpened temperature, computed from its own logits (reverse KL: cos(g, h) exactly)."""
-    cfg = make_world(tmp_path, questions=1, max_new=6, rollouts=2, n=6)
-    text = cfg.read_text().replace('kind = "numeric"',
-                                   'kind = "callable"\ncallable = "tiny_verifiers:has_seven"')
-    cfg.write_text(text + "\n[controls]\nsharpened = false\n")
+    cfg = make_world(tmp_path, questions=1, max_new=6, rollouts=2, n=6, verifier="has_seven")
+    cfg.write_text(cfg.read_text() + "\n[controls]\nsharpened = false\n")
     con = duckdb.connect(str(run_ok(cfg)), read_only=True)
     assert con.execute("SELECT count(*) FROM teachers WHERE teacher = 'ctrl_sharpened'"
                        ).fetchone()[0] == 0

@@ -78,20 +78,23 @@ from pathlib import Path
 import numpy as np
 import torch
 torch.set_num_threads(2)
+from engine.models.allocator import tune_allocator
+tune_allocator()  # as the opd-engine entry point does: the library never does
+from dataclasses import replace
 from engine.inputs.config import parse_config
-from engine import runner
+from engine.run.world import load_run_questions, load_world, question_context, render_prompt_for
 from engine.stages.continuations import run_continuations
 from engine.stages.nodes import candidate_set
 from engine.stages.scoring import Scorer, Source, TeacherView, response_hidden
 cfg = parse_config(Path(sys.argv[1]))
-world = runner.load_world(cfg)
-q = runner.load_run_questions(cfg)[0]
+world = load_world(cfg)
+q = load_run_questions(cfg)[0]
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
 # a 4096-token rollout (sampling 4k steps on a CPU would dominate the test's time)
 rng = np.random.default_rng(0)
 resp = rng.integers(20, world.student.vocab_size, 4096).tolist()
-_, student_ids = runner._prompt(world, None, q)
+_, student_ids = render_prompt_for(world, None, q)
 sources = [Source(world.student, student_ids)]
 views = [TeacherView(t, 0, t.temperature) for t in world.teachers if not t.model]
 ext = [t for t in world.teachers if t.model]
@@ -108,11 +111,12 @@ cands = [candidate_set(resp[t], sp.student_top[t].tolist(),
          for t in nodes]
 ns = sc.node_pass(nodes, [c.token_ids for c in cands])
 late = [4090, 4094]
-cont = run_continuations(world.student, world.sampler, student_ids, resp, late,
-                         {t: candidate_set(resp[t], [resp[t], 7], {}, cfg.candidates)
-                          for t in late}, n_cont=2, max_new_tokens=4100, eos=world.eos,
-                         seed=0, question_id="big", rollout=0, batch_size=64,
-                         judge=lambda texts: [False] * len(texts))
+ctx = replace(question_context(world, q, student_ids, lambda texts: [False] * len(texts)),
+              question_id="big",
+              sampling=cfg.sampling.model_copy(update={"max_new_tokens": 4100}),
+              continuations=cfg.continuations.model_copy(update={"n": 2, "batch_size": 64}))
+cont = run_continuations(ctx, resp, {t: candidate_set(resp[t], [resp[t], 7], {}, cfg.candidates)
+                                     for t in late}, rollout=0)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"before": before, "peak": peak, "tokens": len(resp), "nodes": len(nodes),
                   "vocab": world.student.vocab_size, "cont": cont.n_continuations,
@@ -152,8 +156,10 @@ def test_one_resident_model_gives_the_same_rows(tmp_path: Path) -> None:
 
 
 def test_one_resident_model_visits_each_model_once_per_batch(tmp_path: Path) -> None:
-    from engine import runner
     from engine.inputs.config import parse_config
+    from engine.run.metadata import run_tables
+    from engine.run.orchestrate import run_questions
+    from engine.run.world import load_run_questions, load_world
     from engine.runfile import store
 
     swaps = {}
@@ -162,10 +168,10 @@ def test_one_resident_model_visits_each_model_once_per_batch(tmp_path: Path) -> 
         cfg_path.write_text(cfg_path.read_text() + f"\n[memory]\nmax_resident_models = 1\n"
                             f"question_batch = {batch}\n")
         cfg = parse_config(cfg_path)
-        world = runner.load_world(cfg)
+        world = load_world(cfg)
         store.check_run_dir(cfg.output_dir, cfg.fingerprint(), fresh=True)
-        store.write_run_tables(cfg.output_dir, runner.run_tables(cfg, {}))
-        results = runner.run_questions(world, runner.load_run_questions(cfg), cfg.output_dir)
+        store.write_run_tables(cfg.output_dir, run_tables(cfg, {}))
+        results = run_questions(world, load_run_questions(cfg), cfg.output_dir)
         world.close()
         assert [r.error for r in results] == [None, None, None]
         swaps[batch] = world.pool.swaps

@@ -14,7 +14,7 @@ import torch
 from engine_helpers import run_ok, table
 from run_invariants import violations
 from synthetic_runs import write_fixture_db
-from tiny_world import make_model, make_tokenizer, make_world, save
+from tiny_world import make_model, make_tokenizer, make_world, save, use_verifier
 
 from engine import maths
 from engine.runfile import schema
@@ -25,16 +25,11 @@ torch.set_num_threads(1)
 T, TOP_P, TOP_K = 0.7, 0.9, 6
 
 
-def _callable(cfg: Path, name: str) -> None:
-    cfg.write_text(cfg.read_text().replace(
-        'kind = "numeric"', f'kind = "callable"\ncallable = "tiny_verifiers:{name}"'))
-
-
 @pytest.fixture(scope="module")
 def sampling_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sampling")
     cfg = make_world(root, questions=2, max_new=6, rollouts=2, n=6)
-    _callable(cfg, "even_length")
+    use_verifier(cfg, "even_length")
     cfg.write_text(cfg.read_text().replace(
         "rollouts = 2", f"rollouts = 2\ntemperature = {T}\ntop_p = {TOP_P}\ntop_k = {TOP_K}")
         + '\n[signals]\nfamilies = ["rkl", "fkl"]\ntrain_distribution = "sampling"\n')
@@ -113,7 +108,7 @@ def test_unverifiable_continuations_are_not_failures(tmp_path: Path) -> None:
     """A verifier that cannot judge some completions: those are out of n and counted apart;
     a candidate with nothing judged makes its node NULL (reason unverifiable)."""
     cfg = make_world(tmp_path, questions=2, max_new=6, rollouts=2, n=6)
-    _callable(cfg, "flaky_seven")
+    use_verifier(cfg, "flaky_seven")
     db = run_ok(cfg)
     rows = table(db, "SELECT n, n_unverifiable, deterministic FROM candidates")
     assert all(n + u == (1 if det else 6) for n, u, det in rows)
@@ -133,7 +128,7 @@ def test_unverifiable_continuations_are_not_failures(tmp_path: Path) -> None:
 
 def test_verifier_that_never_judges_leaves_every_node_unverifiable(tmp_path: Path) -> None:
     cfg = make_world(tmp_path, questions=1, max_new=4, rollouts=2, n=2)
-    _callable(cfg, "exploding")
+    use_verifier(cfg, "exploding")
     db = run_ok(cfg)
     assert table(db, "SELECT DISTINCT null_reason FROM nodes") == [("unverifiable",)]
     assert table(db, "SELECT sum(n), count(label), count(gain) FROM candidates, scores"
@@ -149,7 +144,7 @@ def test_batch_plan_changes_rows_only_within_tolerance(tmp_path: Path) -> None:
     dbs = []
     for bs in (4096, 5):
         cfg = make_world(tmp_path / str(bs), questions=2, max_new=6, rollouts=2, n=6)
-        _callable(cfg, "has_seven")
+        use_verifier(cfg, "has_seven")
         cfg.write_text(cfg.read_text().replace("n = 6", f"n = 6\nbatch_size = {bs}"))
         dbs.append(run_ok(cfg))
     key = "question_id, rollout, pos, cand"
@@ -166,7 +161,7 @@ def test_batch_plan_changes_rows_only_within_tolerance(tmp_path: Path) -> None:
 
 def test_rank_signal_is_recorded_and_used_when_rkl_is_off(tmp_path: Path) -> None:
     cfg = make_world(tmp_path, questions=2, max_new=6, rollouts=2, n=4)
-    _callable(cfg, "has_seven")
+    use_verifier(cfg, "has_seven")
     cfg.write_text(cfg.read_text() + '\n[signals]\nfamilies = ["fkl", "sampled"]\n')
     db = run_ok(cfg)
     con = schema.open_run(db)
@@ -213,7 +208,7 @@ def test_fixture_and_engine_satisfy_the_same_invariants(tmp_path: Path) -> None:
     assert violations(con) == {}
     con.close()
     cfg = make_world(tmp_path / "e", questions=2, max_new=6, rollouts=2, n=4)
-    _callable(cfg, "has_seven")
+    use_verifier(cfg, "has_seven")
     con = duckdb.connect(str(run_ok(cfg)), read_only=True)
     assert violations(con) == {}
     assert con.execute("SELECT count(*) FROM scores WHERE cos IS NULL").fetchone()[0] > 0
@@ -237,7 +232,7 @@ def test_a_verifier_that_never_judges_is_flagged_loudly(tmp_path: Path) -> None:
     from engine_helpers import cli
 
     cfg = make_world(tmp_path, questions=1, max_new=4, rollouts=2, n=2)
-    _callable(cfg, "exploding")
+    use_verifier(cfg, "exploding")
     code, out = cli("run", str(cfg))
     assert code == 0, out
     flat = " ".join(out.split())

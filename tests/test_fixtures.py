@@ -167,7 +167,7 @@ def test_node_values_follow_candidates(db: duckdb.DuckDBPyConnection) -> None:
 
 @pytest.mark.parametrize("signal", ["rkl", "fkl", "jsd", "sampled"])
 def test_fixture_directions_are_descent_directions(signal: str) -> None:
-    """Closed forms on the virtual vocabulary (K candidates + REST equal tokens) vs differences."""
+    """The fixture's directions (engine.maths, K candidates + REST equal tokens) vs differences."""
     rng = np.random.default_rng(5)
     k = 4
     z = np.concatenate([rng.normal(size=k), np.full(REST, -7.0)])

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from tiny_world import make_world
+from tiny_world import add_contexts, make_world
 
 from engine.runfile import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-WALL_CLOCK = {"questions": {"seconds"}}
+WALL_CLOCK = {"questions": {"seconds"}, "question_stages": {"seconds"}}
 WALL_CLOCK_META = {"created_at", "merged_at", "merge_seconds", "timings"}
 
 
@@ -41,37 +41,13 @@ def _run(cfg: Path, out: Path, env: dict[str, str] | None = None) -> tuple[int, 
     return p.returncode, text
 
 
-CONTEXTS = """
-[derived]
-contrastive_missing = "solution"
-
-[[contexts]]
-name = "summary"
-model = "student"
-prompt = "S:{solution} A:"
-max_new_tokens = 4
-
-[[teachers]]
-name = "self_contrast"
-kind = "self"
-prompt = "R:{contrastive_correct} W:{contrastive_incorrect} Q:{question} A:"
-
-[[teachers]]
-name = "self_summary"
-kind = "self"
-prompt = "{summary} Q:{question} A:"
-"""
-"""A contrastive and a generated context: their cache and per-rollout prompts must survive a
-kill like everything else."""
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny world with a contrastive and a generated context: their cache and per-rollout
+    prompts must survive a kill like everything else."""
     root = tmp_path_factory.mktemp("kill")
-    cfg = make_world(root, questions=4, max_new=5, rollouts=2, n=3)
-    cfg.write_text(cfg.read_text().replace(
-        'kind = "numeric"', 'kind = "callable"\ncallable = "tiny_verifiers:has_seven"')
-        + CONTEXTS)
+    cfg = add_contexts(make_world(root, questions=4, max_new=5, rollouts=2, n=3,
+                                  verifier="has_seven"), summary_tokens=4)
     code, text = _run(cfg, root / "reference")
     assert code == 0, text
     return cfg, root / "reference" / "run.duckdb"

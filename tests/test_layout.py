@@ -68,7 +68,7 @@ print("\\n".join(sorted(n for n in sys.modules if n.split(".")[0] in ("engine", 
 
 
 def test_every_engine_stage_folder_says_what_it_holds() -> None:
-    for pkg in ("inputs", "models", "verify", "stages", "runfile"):
+    for pkg in ("inputs", "models", "verify", "stages", "run", "runfile"):
         doc = ast.get_docstring(ast.parse((REPO / "engine" / pkg / "__init__.py").read_text()))
         assert doc and len(doc) > 40, pkg
     flat = sorted(p.name for p in (REPO / "engine").glob("*.py"))

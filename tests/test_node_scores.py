@@ -1,4 +1,4 @@
-"""The node-scoring stage the runner calls (engine.stages.node_scores.score_nodes), checked against
+"""The node-scoring stage engine.run calls (engine.stages.node_scores.score_nodes), checked against
 independent per-node computations that never see padding, other nodes or other teachers."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from engine import maths
-from engine.inputs.config import ScoreConfig
-from engine.stages.node_scores import score_nodes
+from engine.inputs.config import SamplingConfig, ScoreConfig, SignalConfig
+from engine.stages.context import QuestionContext
+from engine.stages.node_scores import NodeScores, OutcomeCounts, score_nodes
 from engine.stages.scoring import NodeStats
 
 V = 10
@@ -67,10 +68,20 @@ def _counts(stats: NodeStats, n_cont: int, seed: int = 1) -> tuple[np.ndarray, .
     return s, n, s_half, n_half, np.zeros(shape, bool)
 
 
-def _score(stats: NodeStats, counts: tuple[np.ndarray, ...], **kw: object) -> object:
+def _context(teachers: tuple[str, ...] = TEACHERS, temperature: float = 1.0,
+             rules: ScoreConfig | None = None) -> QuestionContext:
+    """A model-free context: only the settings node scoring reads."""
+    return QuestionContext("q", seed=0, teachers=teachers,
+                           sampling=SamplingConfig(temperature=temperature),
+                           signals=SignalConfig(families=FAMILIES), scores=rules or ScoreConfig(),
+                           bootstrap_draws=200)
+
+
+def _score(stats: NodeStats, counts: tuple[np.ndarray, ...], temperature: float = 1.0,
+           rules: ScoreConfig | None = None) -> NodeScores:
     sampled = stats.cand_ids[:, 0]  # the first candidate was sampled
-    return score_nodes(stats, *counts, sampled, TEACHERS, CONTROLS, FAMILIES, draws=200, seed=0,
-                       question_id="q", rollout=0, **kw)
+    return score_nodes(_context(temperature=temperature, rules=rules), stats,
+                       OutcomeCounts(*counts), sampled, CONTROLS, rollout=0)
 
 
 def test_halves_are_defined_at_nodes_with_padded_candidate_arrays() -> None:
@@ -280,9 +291,9 @@ def test_two_way_decisive_node_knowledge_not_confidence() -> None:
                         [[0, 1]])
     assert np.exp(wrong[0, 0]) > 0.96  # nearly all its mass on the wrong token
     s, n = np.array([[0, 11]]), np.array([[12, 12]])
-    sc = score_nodes(stats, s, n, np.array([[0, 5]]), np.array([[6, 6]]), np.zeros((1, 2), bool),
-                     np.array([0]), ("wrong", "right", "ctrl"), (False, False, True), FAMILIES,
-                     draws=200, seed=0, question_id="q", rollout=0)
+    counts = OutcomeCounts(s, n, np.array([[0, 5]]), np.array([[6, 6]]), np.zeros((1, 2), bool))
+    sc = score_nodes(_context(teachers=("wrong", "right", "ctrl")), stats, counts, np.array([0]),
+                     (False, False, True), rollout=0)
     assert sc.stakes[0] == pytest.approx(11 / 12) and sc.decisive[0]
     assert 0.1 < sc.stakes_lo[0] <= sc.stakes[0] <= sc.stakes_hi[0] <= 1
     for fi, f in enumerate(FAMILIES):

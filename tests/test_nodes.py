@@ -11,10 +11,10 @@ from engine.stages.nodes import candidate_set, select_nodes
 def test_strategies() -> None:
     ent = np.array([0.1, 0.9, 0.3, 0.8, 0.0, 0.5])
     cost = np.ones(6)
-    assert select_nodes(NodeConfig("all"), ent, cost, 0).tolist() == [0, 1, 2, 3, 4, 5]
-    assert select_nodes(NodeConfig("stride:2"), ent, cost, 0).tolist() == [0, 2, 4]
-    assert select_nodes(NodeConfig("entropy:3"), ent, cost, 0).tolist() == [1, 3, 5]
-    assert select_nodes(NodeConfig("entropy:99"), ent, cost, 0).tolist() == list(range(6))
+    assert select_nodes(NodeConfig(strategy="all"), ent, cost, 0).tolist() == [0, 1, 2, 3, 4, 5]
+    assert select_nodes(NodeConfig(strategy="stride:2"), ent, cost, 0).tolist() == [0, 2, 4]
+    assert select_nodes(NodeConfig(strategy="entropy:3"), ent, cost, 0).tolist() == [1, 3, 5]
+    assert select_nodes(NodeConfig(strategy="entropy:99"), ent, cost, 0).tolist() == list(range(6))
 
 
 def test_budget_skips_expensive_nodes_and_is_never_exceeded() -> None:
@@ -25,10 +25,10 @@ def test_budget_skips_expensive_nodes_and_is_never_exceeded() -> None:
         cost = rng.integers(1, 100, n).astype(float)
         budget = float(rng.integers(1, 500))
         for strat in ("all", "stride:3", "entropy:5"):
-            sel = select_nodes(NodeConfig(strat), ent, cost, budget)
+            sel = select_nodes(NodeConfig(strategy=strat), ent, cost, budget)
             assert cost[sel].sum() <= budget
             # greedy in priority order: any eligible node left out no longer fits
-            full = select_nodes(NodeConfig(strat), ent, cost, 0)
+            full = select_nodes(NodeConfig(strategy=strat), ent, cost, 0)
             left = budget - cost[sel].sum()
             skipped = [t for t in full if t not in set(sel.tolist())]
             assert all(cost[t] > left for t in skipped)

@@ -62,9 +62,8 @@ def test_cosines_and_groups() -> None:
 
 
 def test_run_stores_param_cos_on_a_sample_of_nodes(tmp_path: Path) -> None:
-    cfg = make_world(tmp_path, questions=1, max_new=6, rollouts=2, n=4)
-    cfg.write_text(cfg.read_text().replace('kind = "numeric"', 'kind = "callable"\n'
-                                           'callable = "tiny_verifiers:has_seven"')
+    cfg = make_world(tmp_path, questions=1, max_new=6, rollouts=2, n=4, verifier="has_seven")
+    cfg.write_text(cfg.read_text()
                    + '\n[param_check]\nnodes = 2\ngroups = ["lm_head", "model.layers.1"]\n')
     db = run_ok(cfg)
     nodes_with = table(db, """SELECT count(DISTINCT (rollout, pos)), count(*),

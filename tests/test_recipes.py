@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from engine_helpers import cli, table
+from engine_helpers import run_ok, table
 from tiny_world import make_model, make_tokenizer, save
 from transformers import PreTrainedTokenizerFast
 
@@ -176,9 +176,7 @@ def _write(tmp_path: Path, recipe: Path, cfg: dict[str, Any]) -> Path:
 
 
 def _run_one_question(config: Path) -> Path:
-    code, out = cli("run", str(config), "--limit", "1")
-    assert code == 0, out
-    return config.parent / "run" / "run.duckdb"
+    return run_ok(config, "--limit", "1")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -217,3 +217,26 @@ def test_documented_sql_reproduces_the_fixture_scores(fixture_db: Path) -> None:
         FROM ({sql['advantage_from_candidates']}) r JOIN node_teacher n
         USING (question_id, rollout, pos, teacher)""").fetchone()
     assert max(worst) < 1e-12
+
+
+def test_sql_quoting_round_trips_any_text() -> None:
+    """One quoting helper pair for every reader: paths and user-typed column names with quotes,
+    unicode and newlines come back unchanged."""
+    from engine.runfile.sql import sql_ident, sql_literal
+
+    con = duckdb.connect()
+    for text in ("plain", "it's", 'say "hi"', "a''b", "tab\tnew\nline", "好 🙂", ""):
+        assert con.execute(f"SELECT {sql_literal(text)}").fetchall() == [(text,)]
+        if text:
+            rel = con.execute(f"SELECT 1 AS {sql_ident(text)}")
+            assert [d[0] for d in rel.description] == [text]
+            rel.fetchall()
+    con.close()
+
+
+def test_a_live_run_directory_is_one_without_its_run_file(tmp_path: Path) -> None:
+    assert schema.is_live_run_dir(tmp_path)
+    (tmp_path / schema.RUN_DB_NAME).write_bytes(b"")
+    assert not schema.is_live_run_dir(tmp_path)
+    assert not schema.is_live_run_dir(tmp_path / schema.RUN_DB_NAME)  # a file
+    assert not schema.is_live_run_dir(tmp_path / "missing")

@@ -97,14 +97,15 @@ def assert_rows_match(fresh: pa.Table, stored: pa.Table, key: list[str], name: s
 
 def test_rerunning_one_demo_question_reproduces_its_rows(
         demo: duckdb.DuckDBPyConnection) -> None:
-    from engine import runner
+    from engine.run.orchestrate import process_question
+    from engine.run.world import load_run_questions, load_world
 
     cfg = parse_config(SAMPLE / "demo.toml")
     qid = demo.execute("""SELECT question_id FROM questions WHERE status = 'ok'
                           ORDER BY n_continuations LIMIT 1""").fetchone()[0]
-    q = next(q for q in runner.load_run_questions(cfg) if q.id == qid)
-    world = runner.load_world(cfg)
-    tables, _ = runner.process_question(world, q)
+    q = next(q for q in load_run_questions(cfg) if q.id == qid)
+    world = load_world(cfg)
+    tables, _ = process_question(world, q)
     world.close()
     for t in schema.QUESTION_TABLES:
         cols = [c for c in t.column_names if c != "seconds"]

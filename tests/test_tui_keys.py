@@ -52,6 +52,20 @@ STARTS = {  # where a sequence begins, so the deep screens get their share of ra
 }
 
 
+WORKER_TIMEOUT = 60.0
+"""Seconds a pause waits for the app's workers: a hang fails the property instead of stalling
+the run (the slowest demo query takes well under a second)."""
+
+
+async def workers_done(app: object) -> None:
+    try:
+        await asyncio.wait_for(app.workers.wait_for_complete(),  # type: ignore[attr-defined]
+                               WORKER_TIMEOUT)
+    except TimeoutError:
+        raise AssertionError(f"the app's workers were still running after {WORKER_TIMEOUT:g} s: "
+                             "a hang") from None
+
+
 async def drive(events: list[tuple[str, object]], size: tuple[int, int]) -> list[str]:
     """Play `events` on a fresh app; return the screens visited. Raises what the app raised."""
     app = make_app(DEMO)
@@ -64,14 +78,14 @@ async def drive(events: list[tuple[str, object]], size: tuple[int, int]) -> list
             if kind == "key":
                 await pilot.press(str(arg))
             elif kind == "pause":
-                await app.workers.wait_for_complete()
+                await workers_done(app)
                 await pilot.pause()
             else:
                 await pilot.resize_terminal(*arg)  # type: ignore[misc]
                 await pilot.pause()
             visited.append(type(app.screen).__name__)
         if app.is_running:
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
     return visited
 

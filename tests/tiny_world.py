@@ -102,15 +102,68 @@ prompt = "Q:{{question}} ={{final_answer}} A:"
 """
 
 
+CONTEXTS = """
+[derived]
+few_shot = {few_shot}
+few_shot_template = "Q:{{question}} S:{{solution}}"
+contrastive_missing = "{missing}"
+
+[[contexts]]
+name = "summary"
+model = "student"
+prompt = "Summarise {{solution}}:"
+temperature = 1.0
+max_new_tokens = {summary_tokens}
+seed = 3
+{shots}
+[[teachers]]
+name = "self_contrast"
+kind = "self"
+prompt = "Right:{{contrastive_correct}} Wrong:{{contrastive_incorrect}} Q:{{question}} A:"
+
+[[teachers]]
+name = "self_summary"
+kind = "self"
+prompt = "{{summary}} Q:{{question}} A:"
+"""
+
+SHOTS_TEACHER = """
+[[teachers]]
+name = "self_shots"
+kind = "self"
+prompt = "{few_shot} Q:{question} A:"
+"""
+
+
 def make_world(root: Path, *, questions: int = 2, max_new: int = 8, rollouts: int = 2,
-               n: int = 4, strategy: str = "all") -> Path:
-    """Write student/teacher models, questions and config under root; returns the config path."""
+               n: int = 4, strategy: str = "all", verifier: str | None = None) -> Path:
+    """Write student/teacher models, questions and config under root; returns the config path.
+
+    `verifier` names a function of tests/tiny_verifiers.py to judge with (`use_verifier`); the
+    default numeric verifier rarely says correct on untrained models."""
     tok = make_tokenizer()
     save(make_model(tok, 1), tok, root / "student")
     save(make_model(tok, 2, hidden=48), tok, root / "teacher")
     write_questions(root / "questions.jsonl", questions)
     cfg = root / "config.toml"
     cfg.write_text(CONFIG.format(max_new=max_new, rollouts=rollouts, n=n, strategy=strategy))
+    return use_verifier(cfg, verifier) if verifier else cfg
+
+
+def use_verifier(cfg: Path, name: str) -> Path:
+    """Judge the world's rollouts with `tiny_verifiers:<name>` instead of the numeric verifier."""
+    cfg.write_text(cfg.read_text().replace(
+        'kind = "numeric"', f'kind = "callable"\ncallable = "tiny_verifiers:{name}"', 1))
+    return cfg
+
+
+def add_contexts(cfg: Path, *, missing: str = "solution", few_shot: int = 0,
+                 summary_tokens: int = 6) -> Path:
+    """Add the derived contexts to a world: a generated summary ([[contexts]]), contrastive
+    rollouts and, with `few_shot`, worked examples, each read by a self teacher."""
+    shots = SHOTS_TEACHER if few_shot else ""
+    cfg.write_text(cfg.read_text() + CONTEXTS.format(
+        missing=missing, few_shot=few_shot, summary_tokens=summary_tokens, shots=shots))
     return cfg
 
 

@@ -1,27 +1,54 @@
-"""Run configuration: TOML in, validated dataclasses out, every problem reported at once.
+"""Run configuration, declared once: a pydantic model per TOML table, each key with its type,
+default, rule and doc line.
 
+TOML in, validated frozen models out, every problem reported at once with its place (`[section]`,
+`teacher 'name'`) and its fix. The README's config reference and `opd-engine config --defaults`
+are generated from these models (engine.inputs.config_doc), so the three cannot disagree.
 Validation loads nothing heavy (no torch, no models): `opd-engine validate` must answer in a
-blink, and a four-hour run must not die at minute 200 on a typo. Paths are resolved relative to the
-config file's directory.
+blink, and a four-hour run must not die at minute 200 on a typo. Paths are resolved relative to
+the config file's directory.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from engine.runfile.schema import SIGNALS
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
-VERIFIER_KINDS = ("numeric", "exact", "gsm8k", "boxed", "mc", "math_verify", "callable")
-PRESETS = ("plain", "gsm8k", "math500", "mc")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-CONTROL_SHARPENED = "ctrl_sharpened"
-CONTROL_SOFTENED = "ctrl_softened"
+from engine.runfile.names import CONTROL_SHARPENED, CONTROL_SOFTENED, SIGNALS
+
+VerifierKind = Literal["numeric", "exact", "gsm8k", "boxed", "mc", "math_verify", "callable"]
+Preset = Literal["plain", "gsm8k", "math500", "mc"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+VERIFIER_KINDS: tuple[str, ...] = get_args(VerifierKind)
+PRESETS: tuple[str, ...] = get_args(Preset)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+TEACHER_KINDS = ("external", "self")
+"""What a config may write; the engine's controls have kind "control" (see RunConfig)."""
+DERIVED_FIELDS = ("few_shot", "contrastive_correct", "contrastive_incorrect")
+"""Placeholders the engine fills (engine.inputs.contexts); [[contexts]] names may not take them."""
+HUB_KEYS = ("revision", "trust_remote_code")
+"""Model keys hashed only when set, so configs written before they existed hash as before."""
+_STRATEGY = re.compile(r"^(all|adaptive|stride:[1-9]\d*|entropy:[1-9]\d*)$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
 
 class ConfigError(Exception):
@@ -32,96 +59,201 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"  - {p}" for p in problems))
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    model: str
-    prompt: str = "{question}"
-    chat_template: bool = False
-    system_prompt: str = ""
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+def key(default: Any = ..., doc: str = "", *, why: str = "", example: Any = None,
+        **rules: Any) -> Any:
+    """One config key: its default (``...`` = required), its doc line (the README comment),
+    the note a range error adds (`why`), the value docs show for a required key (`example`),
+    and pydantic's rules (ge, gt, le, lt, strict)."""
+    extra = {k: v for k, v in (("why", why), ("example", example)) if v is not None and v != ""}
+    return Field(default, description=doc, json_schema_extra=extra or None, **rules)
 
 
-@dataclass(frozen=True)
-class TeacherConfig:
-    name: str
-    kind: str  # external | self | control
-    model: str  # model path; "" for self (the student's weights)
-    prompt: str
-    temperature: float = 1.0
-    description: str = ""
-    is_control: bool = False
+class Table(BaseModel):
+    """A TOML table: strict types (no "2" for 2, no true for 1), unknown keys refused, frozen."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class DerivedConfig:
-    """Contexts the engine derives from the run (placeholders in teacher prompts)."""
-
-    few_shot: int = 0  # {few_shot}: this many worked examples of other questions (seeded)
-    few_shot_template: str = "Question: {question}\nSolution: {solution}"
-    contrastive_missing: str = "solution"  # no such rollout: "solution" (reference) | "skip"
-    contrastive_after: str = ""  # show only the text after the last marker (e.g. "</think>")
+Revision = Annotated[str | None, Field(
+    description="hub models: the branch, tag or commit to load (unset: the hub's default)",
+    json_schema_extra={"example": "main"}, min_length=1)]
+TrustRemoteCode = Annotated[bool, Field(
+    description="let transformers run the model repository's own code (only code you trust)")]
 
 
-@dataclass(frozen=True)
-class ContextConfig:
-    """A generated context: a model writes a text once per question, placeholder {name}."""
+class ModelTable(Table):
+    """A table that names a model: it loads with `load_kwargs` and hashes with `hashed`."""
 
-    name: str
-    model: str  # "student" or a model path
-    prompt: str
-    chat_template: bool = False
-    system_prompt: str = ""
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    answer_after: str = ""  # keep only the text after the last marker (e.g. "</think>")
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
-    seed: int = 0
+    @property
+    def load_kwargs(self) -> dict[str, Any]:
+        """What from_pretrained takes besides the path."""
+        return {k: getattr(self, k) for k in HUB_KEYS}
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    path: str
-    preset: str = "plain"
-    fields: dict[str, str] = field(default_factory=dict)
-    limit: int = 0
+    def hashed(self) -> dict[str, Any]:
+        """Its values for fingerprints: the hub keys only where set (older runs hash alike)."""
+        d = self.model_dump()
+        for k in HUB_KEYS:
+            if d[k] is None or d[k] is False:
+                d.pop(k)
+        return d
 
 
-@dataclass(frozen=True)
-class VerifierConfig:
-    kind: str = "numeric"
-    callable: str = ""
-    timeout_s: float = 5.0
-    answer_after: str = ""
+# -------------------------------------------------------------------------------------------------
+# Validators shared by several tables (paths resolve against the context's "base")
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
-    rollouts: int = 4
+def _check_template(template: str, name: str) -> str:
+    """Malformed templates are config errors. Whether each placeholder names a field is checked
+    against the dataset's actual rows (engine.inputs.preflight), since any column of a row is a
+    field."""
+    from engine.inputs.prompts import TemplateError, template_fields
+
+    try:
+        template_fields(template)
+    except TemplateError as e:
+        raise ValueError(f"{name}: {e}") from None
+    return template
 
 
-@dataclass(frozen=True)
-class CandidateConfig:
-    student_top_k: int = 4
-    teacher_top_k: int = 2
-    plausibility: float = 0.0
+def _resolve(base: Path, path: str) -> str:
+    """Local paths relative to the config; anything else (hub ids) unchanged."""
+    if not path:
+        return path
+    p = Path(path).expanduser()
+    cand = p if p.is_absolute() else base / p
+    if cand.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        return str(cand)
+    return path  # looks like a hub id "org/name"
 
 
-@dataclass(frozen=True)
-class ContinuationConfig:
-    n: int = 16
-    batch_size: int = 4096
+def _model_path(model: str, info: ValidationInfo) -> str:
+    """A model directory resolved against the config's folder and checked; a hub id kept."""
+    if not model or info.context is None or "base" not in info.context:
+        return model
+    model = _resolve(info.context["base"], model)
+    p = Path(model)
+    if (p.is_absolute() or model.startswith(".")) and not p.exists():
+        raise ValueError(f"model directory {model} does not exist")
+    if p.is_dir() and not (p / "config.json").exists():
+        raise ValueError(f"{model} has no config.json; point to a saved model directory")
+    return model
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    strategy: str = "all"
-    budget_tokens: int = 0
+def _seen(info: ValidationInfo, group: str, name: str) -> bool:
+    """Whether another table of this config's `group` took `name` already (file input only)."""
+    if info.context is None:
+        return False
+    seen = info.context.setdefault(f"seen_{group}", set())
+    dup = name in seen
+    seen.add(name)
+    return dup
+
+
+# -------------------------------------------------------------------------------------------------
+# The tables, in the order the reference shows them
+
+
+class StudentConfig(ModelTable):
+    """The model being distilled into."""
+
+    model: str = key(doc="any causal LM transformers can load: a directory or a hub id",
+                     example="path/or/hub-id")
+    revision: Revision = None
+    trust_remote_code: TrustRemoteCode = False
+    prompt: str = key("{question}", "template; placeholders name question fields")
+    chat_template: bool = key(False, "render through the tokenizer's chat template (all models)")
+    system_prompt: str = key("", "chat only")
+    chat_template_kwargs: dict[str, Any] = key({}, "chat only, e.g. { enable_thinking = false }")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        return _model_path(v, info)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        return _check_template(v, "prompt")
+
+
+class DataConfig(Table):
+    """The questions."""
+
+    path: str = key(doc="JSONL or Parquet", example="questions.jsonl")
+    preset: Preset = key("plain", "how columns map to question fields")
+    fields: dict[str, str] = key({}, "explicit mapping, e.g. { question = \"problem\", id = "
+                                     "\"uid\" }")
+    limit: int = key(0, "0 = all", why="0 = all", ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, v: str, info: ValidationInfo) -> str:
+        if not v or info.context is None or "base" not in info.context:
+            return v
+        path = Path(_resolve(info.context["base"], v))
+        if not path.is_file():
+            raise ValueError(f"question file {path} does not exist")
+        return str(path)
+
+
+class VerifierConfig(Table):
+    """How a completion is judged correct."""
+
+    kind: VerifierKind = key("numeric", "numeric = the number after ####, gsm8k = strict with "
+                                        "a last-number fallback, mc = the option letter")
+    callable: str = key("", "\"module:function\" taking (completion, question) -> bool",
+                        validate_default=True)
+    timeout_s: float = key(5.0, "per completion; a verifier that raises or hangs marks it "
+                                "unverifiable", gt=0)
+    answer_after: str = key("", "e.g. \"</think>\": judge only the text after the marker "
+                                "(reasoning models)")
+
+    @field_validator("callable")
+    @classmethod
+    def _callable(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") == "callable" and ":" not in v:
+            raise ValueError("kind = 'callable' needs callable = 'module:function'")
+        return v
+
+
+class SamplingConfig(Table):
+    """The student's sampling, for rollouts and continuations."""
+
+    temperature: float = key(1.0, gt=0)
+    top_p: float = key(1.0, gt=0, le=1)
+    top_k: int = key(0, "0 = off (libraries default to 50: we never do)", why="0 = off", ge=0)
+    max_new_tokens: int = key(64, ge=1)
+    rollouts: int = key(4, "G per question", why="G per question", ge=1)
+
+
+class CandidateConfig(Table):
+    """Which next tokens a node probes."""
+
+    student_top_k: int = key(4, "k_s", ge=0)
+    teacher_top_k: int = key(2, "k_t per non-control teacher", ge=0)
+    plausibility: float = key(0.0, "0 = filter off", why="0 = off", ge=0, lt=1)
+
+
+class ContinuationConfig(Table):
+    """The student's continuations after each candidate."""
+
+    n: int = key(16, "N continuations per candidate",
+                 why="cross-fitting splits continuations in halves", ge=2)
+    batch_size: int = key(4096, "sequences decoded together", ge=1)
+
+
+class NodeConfig(Table):
+    """Which positions of a rollout are probed."""
+
+    strategy: str = key("entropy:32", "all | stride:S | entropy:N   (adaptive: not yet)")
+    budget_tokens: int = key(0, "generated tokens per question; 0 = unlimited", ge=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        if not _STRATEGY.match(v):
+            raise ValueError(f"strategy must be all, stride:S, entropy:N or adaptive, got {v!r}")
+        return v
 
     @property
     def kind(self) -> str:
@@ -133,70 +265,298 @@ class NodeConfig:
         return int(parts[1]) if len(parts) > 1 else 0
 
 
-@dataclass(frozen=True)
-class SignalConfig:
-    families: tuple[str, ...] = SIGNALS
-    jsd_beta: float = 0.5
-    train_distribution: str = "raw"
+class SignalConfig(Table):
+    """The per-token losses compared (method.md)."""
+
+    families: tuple[str, ...] = key(SIGNALS, f"any non-empty subset of {', '.join(SIGNALS)}",
+                                    strict=False)
+    jsd_beta: float = key(0.5, ge=0, le=1)
+    train_distribution: Literal["raw", "sampling"] = key(
+        "raw", "p_train = softmax(z) (raw) or p_samp (sampling)")
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or any(f not in SIGNALS for f in v):
+            raise ValueError(f"families must be a non-empty subset of {list(SIGNALS)}, "
+                             f"got {list(v)!r}")
+        return v
 
 
-@dataclass(frozen=True)
-class ControlConfig:
-    sharpened: bool = True
-    sharpened_temperature: float = 0.5
-    softened: bool = True
-    softened_temperature: float = 2.0
+class ControlConfig(Table):
+    """Reference configurations a teacher must beat."""
+
+    sharpened: bool = key(True, "the student itself at a lower temperature")
+    sharpened_temperature: float = key(0.5, gt=0)
+    softened: bool = key(True, "the first external teacher at a higher temperature")
+    softened_temperature: float = key(2.0, gt=0)
 
 
-@dataclass(frozen=True)
-class ScoreConfig:
+class BootstrapConfig(Table):
+    """Uncertainty of every interval."""
+
+    draws: int = key(200, "Jeffreys draws per node", why="intervals need enough draws", ge=20)
+
+
+class ScoreConfig(Table):
     """Thresholds of method.md revision 2: what is decisive, what is a label, who leads."""
 
-    tau_stakes: float = 0.1  # a node is decisive when stakes >= tau_stakes
-    plausible: float = 0.01  # pi: p or a non-control q at least this puts a candidate in C+
-    epsilon: float = 0.05  # a label needs the interval beyond +-epsilon
-    margin: float = 0.1  # delta: a best teacher leads the runner-up by this (cosine units)
-    leader_share: float = 0.9  # ... in at least this share of the paired draws
-    rho: float = 0.05  # beyond is NULL when |Pg|^2 or |Pd|^2 keeps less than rho of the norm
+    tau_stakes: float = key(0.1, "decisive node: stakes (spread of S over C+) >= tau", ge=0, le=1)
+    plausible: float = key(0.01, "pi: C+ = candidates with p or a non-control q >= pi",
+                           ge=0, le=1)
+    epsilon: float = key(0.05, "helps/hurts: interval beyond +-epsilon, decisive nodes only",
+                         ge=0, le=1)
+    margin: float = key(0.1, "delta: a best teacher leads the runner-up by this (cosine units)",
+                        why="cosine units", ge=0, le=2)
+    leader_share: float = key(0.9, "... in at least this share of the paired draws, else "
+                                   "\"tie\"", gt=0, le=1)
+    rho: float = key(0.05, "beyond is NULL when h keeps less than rho of |g|^2 or |d|^2",
+                     ge=0, le=1)
 
 
-@dataclass(frozen=True)
-class MemoryConfig:
-    max_resident_models: int = 0  # 0 = no limit
-    score_chunk: int = 256  # positions per full-vocabulary chunk
-    question_batch: int = 8  # questions per model visit when max_resident_models > 0
+class MemoryConfig(Table):
+    """Device memory (never changes results)."""
+
+    max_resident_models: int = key(0, "0 = all on the device; 1 = one model at a time",
+                                   why="0 = no limit", ge=0)
+    score_chunk: int = key(256, "max positions per full-vocabulary chunk", ge=1)
+    question_batch: int = key(8, "with a residency limit: questions per visit of each model",
+                              ge=1)
 
 
-@dataclass(frozen=True)
-class ParamCheckConfig:
-    nodes: int = 0  # per rollout; 0 = off
-    groups: tuple[str, ...] = ()  # parameter-name prefixes; empty = every parameter
+class ParamCheckConfig(Table):
+    """Opt-in parameter-space check."""
+
+    nodes: int = key(0, "per rollout, the highest-|g| nodes; 0 = off", why="0 = off", ge=0)
+    groups: tuple[str, ...] = key((), "parameter-name prefixes, e.g. [\"lm_head\", "
+                                      "\"model.layers.27\"]; empty = every parameter",
+                                  strict=False)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    source: Path
-    output_dir: Path
-    seed: int
-    device: str
-    dtype: str
+class TeacherConfig(ModelTable):
+    """A teacher: another model, or the student's own weights with privileged context."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "strong", "kind": "external", "model": "path/or/hub-id"},
+        {"name": "self_solution", "kind": "self",
+         "prompt": "{question}\nReference solution: {solution}"}]})
+
+    name: str = key(doc="letters, digits, _ or -, starting with a letter", example="strong")
+    kind: str = key(doc="external: another model with the same tokenizer (checked) | self: the "
+                        "student's own weights with privileged context", example="external")
+    model: str = key("", "external only: a directory or hub id", validate_default=True)
+    revision: Revision = None
+    trust_remote_code: TrustRemoteCode = False
+    prompt: str = key("{question}", "what this teacher reads before the student's tokens")
+    temperature: float = key(1.0, "temperature at which its logits are read", gt=0)
+    description: str = key("", "shown in the TUI")
+    _control: bool = PrivateAttr(False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        if not _NAME.match(v):
+            raise ValueError("name must start with a letter and use letters, digits, _ or -")
+        if v in (CONTROL_SHARPENED, CONTROL_SOFTENED) or _seen(info, "teachers", v):
+            raise ValueError("duplicate or reserved name")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in TEACHER_KINDS:
+            raise ValueError(f"kind must be 'external' or 'self', got {v!r}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind == "external" and not v:
+            raise ValueError("an external teacher needs model = '<dir or hub id>'")
+        if kind == "self" and v:
+            raise ValueError("a self teacher uses the student's weights; remove 'model'")
+        return _model_path(v, info)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        return _check_template(v, "prompt")
+
+    @property
+    def is_control(self) -> bool:
+        """Excluded from candidate sets and the best teacher: a control, or read as one."""
+        return self._control
+
+    def as_control(self) -> TeacherConfig:
+        """The same teacher read as a control would be (its values are NULLed later)."""
+        out = self.model_copy()
+        out._control = True
+        return out
+
+
+class DerivedConfig(Table):
+    """Contexts the engine derives from the run (engine/inputs/contexts.py)."""
+
+    few_shot: int = key(0, "{few_shot}: this many worked examples of OTHER questions",
+                        why="0 = off", ge=0)
+    few_shot_template: str = key("Question: {question}\nSolution: {solution}",
+                                 "how each example is written")
+    contrastive_missing: Literal["solution", "skip"] = key(
+        "solution", "where no other rollout is correct, the reference solution stands in "
+                    "(solution) or the teacher is NULL at that rollout (skip)",
+        why="solution: use the reference solution; skip: the teacher is NULL at that rollout")
+    contrastive_after: str = key("", "e.g. \"</think>\": show other rollouts' answers only")
+
+    @field_validator("few_shot_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        return _check_template(v, "few_shot_template")
+
+
+class ContextConfig(ModelTable):
+    """A generated context: a model writes a text once per question, placeholder {name}."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "summary", "model": "student",
+         "prompt": "Summarise this solution in three sentences.\n\n{solution}"}]})
+
+    name: str = key(doc="the placeholder it fills: {summary}", example="summary")
+    model: str = key(doc="\"student\" or any causal LM (its tokenizer may differ)",
+                     example="student")
+    revision: Revision = None
+    trust_remote_code: TrustRemoteCode = False
+    prompt: str = key(doc="what the model is asked, a template over question fields",
+                      example="{solution}")
+    chat_template: bool = key(False, "system_prompt, chat_template_kwargs as for [student]")
+    system_prompt: str = key("", "chat only")
+    chat_template_kwargs: dict[str, Any] = key({}, "chat only", validate_default=True)
+    answer_after: str = key("", "keep only the text after the last marker (e.g. \"</think>\")")
+    temperature: float = key(1.0, "its own sampling", gt=0)
+    top_p: float = key(1.0, gt=0, le=1)
+    top_k: int = key(0, "0 = off", why="0 = off", ge=0)
+    max_new_tokens: int = key(256, ge=1)
+    seed: int = key(0, "its own seed: the text does not change with the run's")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        if not v.isidentifier():
+            raise ValueError("name must be a placeholder name (letters, digits, _), it is used as "
+                             "{" + v + "} in teacher prompts")
+        if v in DERIVED_FIELDS or _seen(info, "contexts", v):
+            raise ValueError(f"duplicate or reserved name (reserved: {', '.join(DERIVED_FIELDS)})")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        return v if v == "student" else _model_path(v, info)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        return _check_template(v, "prompt")
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _chat_only(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("chat_template") is False and (v or info.data.get("system_prompt")):
+            raise ValueError("system_prompt and chat_template_kwargs apply only with "
+                             "chat_template = true; set it or remove them")
+        return v
+
+    @model_validator(mode="after")
+    def _own_model_only(self) -> ContextConfig:
+        if self.model == "student" and (self.revision is not None or self.trust_remote_code):
+            raise ValueError("revision and trust_remote_code apply to a model of its own; "
+                             "model = 'student' writes with the student as [student] loads it")
+        return self
+
+
+class RunConfig(Table):
+    """A whole run. Top-level keys, then one table per section, then the [[...]] arrays."""
+
+    output_dir: Path = key(Path("runs/run"), "run directory: parts/, run/, run.duckdb",
+                           strict=False, validate_default=True)
+    seed: int = key(0, "every draw is keyed by it (and by question, rollout, node, ...)")
+    device: str = key("auto", "auto (CUDA bf16 when present, else CPU fp32) | cpu | cuda | cuda:N")
+    dtype: Dtype = key("auto")
     student: StudentConfig
-    teachers: tuple[TeacherConfig, ...]
-    derived: DerivedConfig
-    contexts: tuple[ContextConfig, ...]
     data: DataConfig
-    verifier: VerifierConfig
-    sampling: SamplingConfig
-    candidates: CandidateConfig
-    continuations: ContinuationConfig
-    nodes: NodeConfig
-    signals: SignalConfig
-    controls: ControlConfig
-    bootstrap_draws: int
-    scores: ScoreConfig
-    memory: MemoryConfig
-    param_check: ParamCheckConfig
-    raw_toml: str
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    candidates: CandidateConfig = Field(default_factory=CandidateConfig)
+    continuations: ContinuationConfig = Field(default_factory=ContinuationConfig)
+    nodes: NodeConfig = Field(default_factory=NodeConfig)
+    signals: SignalConfig = Field(default_factory=SignalConfig)
+    controls: ControlConfig = Field(default_factory=ControlConfig)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    scores: ScoreConfig = Field(default_factory=ScoreConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    param_check: ParamCheckConfig = Field(default_factory=ParamCheckConfig)
+    teachers: tuple[TeacherConfig, ...] = Field((), strict=False, validate_default=True)
+    derived: DerivedConfig = Field(default_factory=DerivedConfig)
+    contexts: tuple[ContextConfig, ...] = Field((), strict=False)
+    _source: Path = PrivateAttr(Path("<default>"))
+    _raw_toml: str = PrivateAttr("")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: Path, info: ValidationInfo) -> Path:
+        v = v.expanduser()
+        if v.is_absolute() or info.context is None or "out_base" not in info.context:
+            return v
+        return info.context["out_base"] / v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and re.fullmatch(r"cuda:\d+", v) is None:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("teachers")
+    @classmethod
+    def _some_teacher(cls, v: tuple[TeacherConfig, ...]) -> tuple[TeacherConfig, ...]:
+        if not v:
+            raise ValueError("no teachers: add at least one [[teachers]] table "
+                             "(kind = external | self)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_load_per_model(self) -> RunConfig:
+        """Teachers and contexts naming one model share one loaded copy: one revision for all.
+
+        (The student is loaded on its own: a teacher may be another revision of it.)
+        """
+        first: dict[str, tuple[str, dict[str, Any]]] = {}
+        named = [*((f"teacher '{t.name}'", t) for t in self.teachers),
+                 *((f"context '{c.name}'", c) for c in self.contexts if c.model != "student")]
+        for where, table in named:
+            if not table.model:
+                continue
+            other, options = first.setdefault(table.model, (where, table.load_kwargs))
+            if options != table.load_kwargs:
+                raise ValueError(f"{where}: model {table.model} is also loaded for {other} with "
+                                 "another revision or trust_remote_code; it is loaded once, so "
+                                 "give both the same")
+        return self
+
+    @property
+    def source(self) -> Path:
+        """The config file it was read from."""
+        return self._source
+
+    @property
+    def raw_toml(self) -> str:
+        """What the run file stores as its config: the file's text (or the effective config
+        where `--set` changed it)."""
+        return self._raw_toml
+
+    @property
+    def bootstrap_draws(self) -> int:
+        return self.bootstrap.draws
 
     @property
     def all_teachers(self) -> tuple[TeacherConfig, ...]:
@@ -204,15 +564,18 @@ class RunConfig:
         out = list(self.teachers)
         c = self.controls
         if c.sharpened:
-            out.append(TeacherConfig(
-                CONTROL_SHARPENED, "control", "", self.student.prompt, c.sharpened_temperature,
-                f"student at T={c.sharpened_temperature:g}: pure sharpening, no knowledge", True))
+            out.append(_control(
+                name=CONTROL_SHARPENED, model="", prompt=self.student.prompt,
+                temperature=c.sharpened_temperature,
+                description=f"student at T={c.sharpened_temperature:g}: pure sharpening, no "
+                            "knowledge"))
         first_ext = next((t for t in self.teachers if t.kind == "external"), None)
         if c.softened and first_ext is not None:
-            out.append(TeacherConfig(
-                CONTROL_SOFTENED, "control", first_ext.model, first_ext.prompt,
-                first_ext.temperature * c.softened_temperature,
-                f"{first_ext.name} at T={c.softened_temperature:g}: same knowledge, softer", True))
+            out.append(_control(
+                name=CONTROL_SOFTENED, model=first_ext.model, prompt=first_ext.prompt,
+                temperature=first_ext.temperature * c.softened_temperature,
+                description=f"{first_ext.name} at T={c.softened_temperature:g}: same knowledge, "
+                            "softer", **first_ext.load_kwargs))
         return tuple(out)
 
     def portable(self, path: str) -> str:
@@ -229,19 +592,21 @@ class RunConfig:
             return path
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (output dir, memory, batch size excluded)."""
-        d = asdict(self)
-        for k in ("source", "output_dir", "raw_toml", "memory"):
-            d.pop(k)
+        """Hash of everything that changes results (output dir, memory, batch size excluded).
+
+        A key added later counts only where used (contexts, derived, a model's revision or
+        trust_remote_code), so a config that uses none of them hashes as it did before.
+        """
+        d = self.model_dump(exclude={"output_dir", "memory", "bootstrap"})
+        d["bootstrap_draws"] = self.bootstrap.draws
         d["continuations"].pop("batch_size")
         portable = self.portable
-        d["student"]["model"] = portable(d["student"]["model"])
-        d["data"]["path"] = portable(d["data"]["path"])
-        for t in d["teachers"]:
-            t["model"] = portable(t["model"]) if t["model"] else ""
-        for c in d["contexts"]:
-            c["model"] = c["model"] if c["model"] == "student" else portable(c["model"])
-        # a config that uses neither feature hashes as it did before they existed
+        d["student"] = self.student.hashed() | {"model": portable(self.student.model)}
+        d["data"]["path"] = portable(self.data.path)
+        d["teachers"] = [t.hashed() | {"model": portable(t.model) if t.model else "",
+                                       "is_control": t.is_control} for t in self.teachers]
+        d["contexts"] = [c.hashed() | {"model": c.model if c.model == "student"
+                                       else portable(c.model)} for c in self.contexts]
         if not d["contexts"]:
             d.pop("contexts")
         if self.derived == DerivedConfig():
@@ -250,115 +615,31 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _control(**values: Any) -> TeacherConfig:
+    """A control teacher: built by the engine from validated values, kind "control"."""
+    t = TeacherConfig.model_construct(kind="control", **values)
+    t._control = True
+    return t
+
+
+SECTIONS: dict[str, type[Table]] = {
+    name: f.annotation for name, f in RunConfig.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, Table)}
+"""[section] name -> its table."""
+ARRAYS: dict[str, type[Table]] = {"teachers": TeacherConfig, "contexts": ContextConfig}
+"""[[array]] name -> the table of each entry."""
+
+
 # -------------------------------------------------------------------------------------------------
-# Validation
-
-_SECTIONS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
-    # key: (type, default); a default of ... means required
-    "": {"output_dir": (str, "runs/run"), "seed": (int, 0), "device": (str, "auto"),
-         "dtype": (str, "auto")},
-    "student": {"model": (str, ...), "prompt": (str, "{question}"), "chat_template": (bool, False),
-                "system_prompt": (str, ""), "chat_template_kwargs": (dict, {})},
-    "data": {"path": (str, ...), "preset": (str, "plain"), "fields": (dict, {}),
-             "limit": (int, 0)},
-    "verifier": {"kind": (str, "numeric"), "callable": (str, ""),
-                 "timeout_s": ((int, float), 5.0), "answer_after": (str, "")},
-    "sampling": {"temperature": ((int, float), 1.0), "top_p": ((int, float), 1.0),
-                 "top_k": (int, 0), "max_new_tokens": (int, 64), "rollouts": (int, 4)},
-    "candidates": {"student_top_k": (int, 4), "teacher_top_k": (int, 2),
-                   "plausibility": ((int, float), 0.0)},
-    "continuations": {"n": (int, 16), "batch_size": (int, 4096)},
-    "nodes": {"strategy": (str, "entropy:32"), "budget_tokens": (int, 0)},
-    "signals": {"families": (list, list(SIGNALS)), "jsd_beta": ((int, float), 0.5),
-                "train_distribution": (str, "raw")},
-    "controls": {"sharpened": (bool, True), "sharpened_temperature": ((int, float), 0.5),
-                 "softened": (bool, True), "softened_temperature": ((int, float), 2.0)},
-    "bootstrap": {"draws": (int, 200)},
-    "scores": {"tau_stakes": ((int, float), 0.1), "plausible": ((int, float), 0.01),
-               "epsilon": ((int, float), 0.05), "margin": ((int, float), 0.1),
-               "leader_share": ((int, float), 0.9), "rho": ((int, float), 0.05)},
-    "memory": {"max_resident_models": (int, 0), "score_chunk": (int, 256),
-               "question_batch": (int, 8)},
-    "param_check": {"nodes": (int, 0), "groups": (list, [])},
-    "derived": {"few_shot": (int, 0),
-                "few_shot_template": (str, "Question: {question}\nSolution: {solution}"),
-                "contrastive_missing": (str, "solution"), "contrastive_after": (str, "")},
-}
-_ARRAYS = ("teachers", "contexts")
-"""Top-level arrays of tables: [[teachers]], [[contexts]]."""
-_TEACHER_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "name": (str, ...), "kind": (str, ...), "model": (str, ""), "prompt": (str, "{question}"),
-    "temperature": ((int, float), 1.0), "description": (str, ""),
-}
-_CONTEXT_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "name": (str, ...), "model": (str, ...), "prompt": (str, ...), "chat_template": (bool, False),
-    "system_prompt": (str, ""), "chat_template_kwargs": (dict, {}), "answer_after": (str, ""),
-    "temperature": ((int, float), 1.0), "top_p": ((int, float), 1.0), "top_k": (int, 0),
-    "max_new_tokens": (int, 256), "seed": (int, 0),
-}
-DERIVED_FIELDS = ("few_shot", "contrastive_correct", "contrastive_incorrect")
-"""Placeholders the engine fills (engine.inputs.contexts); [[contexts]] names may not take them."""
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a table",
-               list: "a list", (int, float): "a number"}
-_STRATEGY = re.compile(r"^(all|adaptive|stride:[1-9]\d*|entropy:[1-9]\d*)$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+# Reading a file
 
 
-def _typed(value: Any, typ: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and typ is not bool:
-        return False
-    return isinstance(value, typ)
+def parse_config(path: Path, *, data_override: str | None = None,
+                 overrides: Sequence[str] = ()) -> RunConfig:
+    """Read and validate a config file; `overrides` are `--set section.key=value` items.
 
-
-def _section(raw: dict[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
-    spec = _SECTIONS[name]
-    where = f"[{name}]" if name else "top level"
-    table = raw if name == "" else raw.get(name, {})
-    if not isinstance(table, dict):
-        problems.append(f"{where} must be a table, e.g. [{name}]")
-        return {k: d for k, (_, d) in spec.items() if d is not ...}
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if name == "" and (key in _SECTIONS or key in _ARRAYS):
-            continue
-        if key not in spec:
-            known = ", ".join(spec)
-            problems.append(f"{where}: unknown key '{key}' (known keys: {known})")
-            continue
-        typ = spec[key][0]
-        if not _typed(value, typ):
-            problems.append(f"{where}: '{key}' must be {_TYPE_NAMES[typ]}, got {value!r}")
-            continue
-        out[key] = value
-    for key, (_, default) in spec.items():
-        if key not in out:
-            if default is ...:
-                if key not in table:
-                    problems.append(f"{where}: '{key}' is required")
-                out[key] = ""
-            else:
-                out[key] = default
-    return out
-
-
-def _check_range(problems: list[str], where: str, ok: bool, msg: str) -> None:
-    if not ok:
-        problems.append(f"{where}: {msg}")
-
-
-def _resolve(base: Path, path: str) -> str:
-    """Local paths relative to the config; anything else (hub ids) unchanged."""
-    if not path:
-        return path
-    p = Path(path).expanduser()
-    cand = p if p.is_absolute() else base / p
-    if cand.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        return str(cand)
-    return path  # looks like a hub id "org/name"
-
-
-def parse_config(path: Path, *, data_override: str | None = None) -> RunConfig:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+    Raises ConfigError listing every problem.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist; pass the path of a TOML file"])
@@ -367,265 +648,227 @@ def parse_config(path: Path, *, data_override: str | None = None) -> RunConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path} is not valid TOML: {e}"]) from None
-    return config_from_dict(raw, base=path.parent.resolve(), source=path, raw_toml=text,
-                            data_override=data_override)
+    raw, origins = apply_overrides(raw, overrides)
+    cfg = config_from_dict(raw, base=path.parent.resolve(), source=path, raw_toml=text,
+                           data_override=data_override, origins=origins)
+    if overrides:
+        from engine.inputs.config_doc import effective_toml
+
+        note = "\n".join(f"#   --set {o}" for o in overrides)
+        cfg._raw_toml = effective_toml(cfg, header=f"# {path} with\n{note}\n")
+    return cfg
 
 
 def config_from_dict(raw: dict[str, Any], *, base: Path, source: Path, raw_toml: str = "",
-                     data_override: str | None = None) -> RunConfig:
-    problems: list[str] = []
-    for key in raw:
-        if key not in _SECTIONS[""] and key not in _SECTIONS and key not in _ARRAYS:
-            problems.append(f"top level: unknown key or table '{key}' (known: "
-                            f"{', '.join([*_SECTIONS[''], *list(_SECTIONS)[1:], *_ARRAYS])})")
-    s = {name: _section(raw, name, problems) for name in _SECTIONS}
-    top = s[""]
-
-    _check_range(problems, "top level", top["device"] in ("auto", "cpu", "cuda")
-                 or re.fullmatch(r"cuda:\d+", top["device"]) is not None,
-                 f"device must be auto, cpu, cuda or cuda:N, got {top['device']!r}")
-    _check_range(problems, "top level", top["dtype"] in DTYPES,
-                 f"dtype must be one of {', '.join(DTYPES)}, got {top['dtype']!r}")
-
-    sm = s["sampling"]
-    _check_range(problems, "[sampling]", sm["temperature"] > 0, "temperature must be > 0")
-    _check_range(problems, "[sampling]", 0 < sm["top_p"] <= 1, "top_p must be in (0, 1]")
-    _check_range(problems, "[sampling]", sm["top_k"] >= 0, "top_k must be >= 0 (0 = off)")
-    _check_range(problems, "[sampling]", sm["max_new_tokens"] >= 1, "max_new_tokens must be >= 1")
-    _check_range(problems, "[sampling]", sm["rollouts"] >= 1, "rollouts (G) must be >= 1")
-    cd = s["candidates"]
-    _check_range(problems, "[candidates]", cd["student_top_k"] >= 0, "student_top_k must be >= 0")
-    _check_range(problems, "[candidates]", cd["teacher_top_k"] >= 0, "teacher_top_k must be >= 0")
-    _check_range(problems, "[candidates]", 0 <= cd["plausibility"] < 1,
-                 "plausibility must be in [0, 1) (0 = off)")
-    ct = s["continuations"]
-    _check_range(problems, "[continuations]", ct["n"] >= 2,
-                 "n must be >= 2 (cross-fitting splits continuations in halves)")
-    _check_range(problems, "[continuations]", ct["batch_size"] >= 1, "batch_size must be >= 1")
-    nd = s["nodes"]
-    _check_range(problems, "[nodes]", _STRATEGY.match(nd["strategy"]) is not None,
-                 f"strategy must be all, stride:S, entropy:N or adaptive, got {nd['strategy']!r}")
-    _check_range(problems, "[nodes]", nd["budget_tokens"] >= 0, "budget_tokens must be >= 0")
-    sg = s["signals"]
-    fams = sg["families"]
-    bad = [f for f in fams if f not in SIGNALS]
-    _check_range(problems, "[signals]", not bad and len(fams) > 0,
-                 f"families must be a non-empty subset of {list(SIGNALS)}, got {fams!r}")
-    _check_range(problems, "[signals]", 0 <= sg["jsd_beta"] <= 1, "jsd_beta must be in [0, 1]")
-    _check_range(problems, "[signals]", sg["train_distribution"] in ("raw", "sampling"),
-                 "train_distribution must be raw or sampling")
-    cc = s["controls"]
-    _check_range(problems, "[controls]", cc["sharpened_temperature"] > 0,
-                 "sharpened_temperature must be > 0")
-    _check_range(problems, "[controls]", cc["softened_temperature"] > 0,
-                 "softened_temperature must be > 0")
-    _check_range(problems, "[bootstrap]", s["bootstrap"]["draws"] >= 20,
-                 "draws must be >= 20 (intervals need enough draws)")
-    sc = s["scores"]
-    for key in ("tau_stakes", "plausible", "epsilon", "rho"):
-        _check_range(problems, "[scores]", 0 <= sc[key] <= 1, f"{key} must be in [0, 1]")
-    _check_range(problems, "[scores]", 0 <= sc["margin"] <= 2,
-                 "margin must be in [0, 2] (cosine units)")
-    _check_range(problems, "[scores]", 0 < sc["leader_share"] <= 1,
-                 "leader_share must be in (0, 1]")
-    mm = s["memory"]
-    _check_range(problems, "[memory]", mm["max_resident_models"] >= 0,
-                 "max_resident_models must be >= 0 (0 = no limit)")
-    _check_range(problems, "[memory]", mm["score_chunk"] >= 1, "score_chunk must be >= 1")
-    _check_range(problems, "[memory]", mm["question_batch"] >= 1,
-                 "question_batch must be >= 1")
-    pc = s["param_check"]
-    _check_range(problems, "[param_check]", pc["nodes"] >= 0, "nodes must be >= 0 (0 = off)")
-    _check_range(problems, "[param_check]", all(isinstance(g, str) for g in pc["groups"]),
-                 "groups must be a list of parameter-name prefixes, e.g. [\"lm_head\"]")
-
-    vf = s["verifier"]
-    _check_range(problems, "[verifier]", vf["kind"] in VERIFIER_KINDS,
-                 f"kind must be one of {', '.join(VERIFIER_KINDS)}, got {vf['kind']!r}")
-    if vf["kind"] == "callable" and ":" not in vf["callable"]:
-        problems.append("[verifier]: kind = 'callable' needs callable = 'module:function'")
-    _check_range(problems, "[verifier]", vf["timeout_s"] > 0, "timeout_s must be > 0")
-
-    dt = s["data"]
+                     data_override: str | None = None,
+                     origins: dict[tuple[Any, ...], str] | None = None) -> RunConfig:
+    """Validate a parsed TOML document; `base` is the folder relative paths start from."""
     if data_override:
-        dt["path"] = data_override
-    _check_range(problems, "[data]", dt["preset"] in PRESETS,
-                 f"preset must be one of {', '.join(PRESETS)}, got {dt['preset']!r}")
-    _check_range(problems, "[data]", dt["limit"] >= 0, "limit must be >= 0 (0 = all)")
-    if dt["path"]:
-        dpath = Path(_resolve(base, dt["path"]))
-        if not dpath.is_file():
-            problems.append(f"[data]: question file {dpath} does not exist")
-        dt["path"] = str(dpath)
+        raw = {**raw, "data": {**(raw.get("data") if isinstance(raw.get("data"), dict) else {}),
+                               "path": data_override}}
+    out_base = Path.cwd() if source.name == "<default>" else base
+    try:
+        cfg = RunConfig.model_validate(raw, context={"base": base, "out_base": out_base})
+    except ValidationError as e:
+        problems = [p for err in e.errors(include_url=False)
+                    for p in _problems(err, raw, origins or {})]
+        raise ConfigError(list(dict.fromkeys(problems))) from None
+    cfg._source = source
+    cfg._raw_toml = raw_toml
+    return cfg
 
-    st = s["student"]
-    if st["model"]:
-        st["model"] = _resolve(base, st["model"])
-        _check_model_path(problems, "[student]", st["model"])
-    problems.extend(_check_template(st["prompt"], "[student] prompt", dt["fields"]))
 
-    teachers: list[TeacherConfig] = []
-    raw_teachers = raw.get("teachers", [])
-    if not isinstance(raw_teachers, list):
-        problems.append("teachers must be an array of tables: [[teachers]]")
-        raw_teachers = []
-    names: set[str] = set()
-    for i, t in enumerate(raw_teachers):
-        where = f"[[teachers]] #{i + 1}"
-        tv = _array_item(t, _TEACHER_KEYS, where, problems)
-        if tv is None:
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]
+                    ) -> tuple[dict[str, Any], dict[tuple[Any, ...], str]]:
+    """`section.key=value` items applied to a parsed config (values read as TOML, else text).
+
+    Returns the new document and, per overridden place, the item (problems there name it).
+    Keys are checked here, so a misspelt one is named as the user typed it.
+    """
+    if not overrides:
+        return raw, {}
+    raw = copy.deepcopy(raw)
+    origins: dict[tuple[Any, ...], str] = {}
+    problems: list[str] = []
+    for item in overrides:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            problems.append(f"--set {item}: expected section.key=value, e.g. --set "
+                            "sampling.rollouts=8")
             continue
-        name = tv["name"]
-        if name:
-            where = f"teacher '{name}'"
-            if not _NAME.match(name):
-                problems.append(f"{where}: name must start with a letter and use letters, digits, "
-                                "_ or -")
-            if name in names or name in (CONTROL_SHARPENED, CONTROL_SOFTENED):
-                problems.append(f"{where}: duplicate or reserved name")
-            names.add(name)
-        if tv["kind"] not in ("external", "self"):
-            problems.append(f"{where}: kind must be 'external' or 'self', got {tv['kind']!r}")
-        if tv["kind"] == "external":
-            if not tv["model"]:
-                problems.append(f"{where}: an external teacher needs model = '<dir or hub id>'")
-            else:
-                tv["model"] = _resolve(base, tv["model"])
-                _check_model_path(problems, where, tv["model"])
-        elif tv["kind"] == "self" and tv["model"]:
-            problems.append(f"{where}: a self teacher uses the student's weights; remove 'model'")
-        _check_range(problems, where, tv["temperature"] > 0, "temperature must be > 0")
-        problems.extend(_check_template(tv["prompt"], f"{where} prompt", dt["fields"]))
-        teachers.append(TeacherConfig(tv["name"], tv["kind"], tv["model"], tv["prompt"],
-                                      float(tv["temperature"]), tv["description"]))
-    if not teachers:
-        problems.append("no teachers: add at least one [[teachers]] table (kind = external | self)")
-    derived = _derived(s["derived"], problems)
-    contexts = _contexts(raw.get("contexts", []), base, dt["fields"], problems)
-
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word: entropy:8, cpu, a path
+        place, why = _override_place(raw, name.split("."))
+        table: Any = raw
+        for part in place[:-1] if not why else ():
+            table = table[part] if isinstance(part, int) else table.setdefault(part, {})
+        if not why and not isinstance(table, dict):
+            why = f"{place[0]} is not a table in this config"
+        if why:
+            problems.append(f"--set {item}: {why}")
+            continue
+        table[place[-1]] = value
+        origins[tuple(place)] = item
     if problems:
         raise ConfigError(problems)
-    out_dir = Path(top["output_dir"]).expanduser()
-    if not out_dir.is_absolute():
-        out_dir = Path.cwd() / out_dir if source.name == "<default>" else base / out_dir
-    return RunConfig(
-        source=source, output_dir=out_dir, seed=top["seed"], device=top["device"],
-        dtype=top["dtype"],
-        student=StudentConfig(st["model"], st["prompt"], st["chat_template"], st["system_prompt"],
-                              dict(st["chat_template_kwargs"])),
-        teachers=tuple(teachers),
-        derived=derived,
-        contexts=contexts,
-        data=DataConfig(dt["path"], dt["preset"], dict(dt["fields"]), dt["limit"]),
-        verifier=VerifierConfig(vf["kind"], vf["callable"], float(vf["timeout_s"]),
-                                vf["answer_after"]),
-        sampling=SamplingConfig(float(sm["temperature"]), float(sm["top_p"]), sm["top_k"],
-                                sm["max_new_tokens"], sm["rollouts"]),
-        candidates=CandidateConfig(cd["student_top_k"], cd["teacher_top_k"],
-                                   float(cd["plausibility"])),
-        continuations=ContinuationConfig(ct["n"], ct["batch_size"]),
-        nodes=NodeConfig(nd["strategy"], nd["budget_tokens"]),
-        signals=SignalConfig(tuple(fams), float(sg["jsd_beta"]), sg["train_distribution"]),
-        controls=ControlConfig(cc["sharpened"], float(cc["sharpened_temperature"]),
-                               cc["softened"], float(cc["softened_temperature"])),
-        bootstrap_draws=s["bootstrap"]["draws"],
-        scores=ScoreConfig(*(float(sc[k]) for k in ("tau_stakes", "plausible", "epsilon",
-                                                     "margin", "leader_share", "rho"))),
-        memory=MemoryConfig(mm["max_resident_models"], mm["score_chunk"],
-                            mm["question_batch"]),
-        param_check=ParamCheckConfig(pc["nodes"], tuple(pc["groups"])),
-        raw_toml=raw_toml,
-    )
+    return raw, origins
 
 
-def _array_item(item: Any, keys: dict[str, tuple[type | tuple[type, ...], Any]], where: str,
-                problems: list[str]) -> dict[str, Any] | None:
-    """One table of a [[...]] array: known keys of the right type, defaults filled in."""
-    if not isinstance(item, dict):
-        problems.append(f"{where} must be a table")
-        return None
-    out: dict[str, Any] = {}
-    for key, value in item.items():
-        if key not in keys:
-            problems.append(f"{where}: unknown key '{key}' (known: {', '.join(keys)})")
-        elif not _typed(value, keys[key][0]):
-            problems.append(f"{where}: '{key}' must be {_TYPE_NAMES[keys[key][0]]}")
-        else:
-            out[key] = value
-    for key, (_, default) in keys.items():
-        if key not in out:
-            if default is ... and key not in item:
-                problems.append(f"{where}: '{key}' is required")
-            out[key] = "" if default is ... else default
-    return out
+def _override_place(raw: dict[str, Any], parts: list[str]) -> tuple[list[Any], str]:
+    """Where `--set a.b.c` writes in the document, or why it cannot."""
+    head = parts[0]
+    if head in ARRAYS:
+        entries = raw.get(head, [])
+        names = ([e.get("name") for e in entries if isinstance(e, dict)]
+                 if isinstance(entries, list) else [])
+        if len(parts) != 3:
+            return [], f"write {head}.<name>.<key>, e.g. {head}.{names[0] if names else 'x'}.prompt"
+        if parts[1] not in names:
+            return [], (f"no {head[:-1]} named {parts[1]!r} in this config "
+                        f"({', '.join(map(str, names)) or 'none'})")
+        return [head, names.index(parts[1]), parts[2]], _unknown(ARRAYS[head], parts[2],
+                                                                 f"[[{head}]]")
+    if head in SECTIONS:
+        if len(parts) != 2:
+            return [], f"write {head}.<key>, e.g. {head}.{next(iter(SECTIONS[head].model_fields))}"
+        return [head, parts[1]], _unknown(SECTIONS[head], parts[1], f"[{head}]")
+    top = [k for k in RunConfig.model_fields if k not in SECTIONS and k not in ARRAYS]
+    if len(parts) == 1 and head in top:
+        return [head], ""
+    return [], f"unknown key or table {head!r}{_did_you_mean(head, list(RunConfig.model_fields))}"
 
 
-def _derived(dv: dict[str, Any], problems: list[str]) -> DerivedConfig:
-    _check_range(problems, "[derived]", dv["few_shot"] >= 0, "few_shot must be >= 0 (0 = off)")
-    _check_range(problems, "[derived]", dv["contrastive_missing"] in ("solution", "skip"),
-                 "contrastive_missing must be 'solution' (use the reference solution) or 'skip' "
-                 f"(the teacher is NULL at that rollout), got {dv['contrastive_missing']!r}")
-    problems.extend(_check_template(dv["few_shot_template"], "[derived] few_shot_template", {}))
-    return DerivedConfig(dv["few_shot"], dv["few_shot_template"], dv["contrastive_missing"],
-                         dv["contrastive_after"])
+def _unknown(model: type[Table], name: str, where: str) -> str:
+    """Why `name` is no key of `model`, or "" when it is one."""
+    if name in model.model_fields:
+        return ""
+    return f"{where} has no key {name!r}{_did_you_mean(name, list(model.model_fields))}"
 
 
-def _contexts(raw: Any, base: Path, fields: dict[str, str], problems: list[str]
-              ) -> tuple[ContextConfig, ...]:
-    """[[contexts]]: generated texts, one per question, each a placeholder named after it."""
-    if not isinstance(raw, list):
-        problems.append("contexts must be an array of tables: [[contexts]]")
-        return ()
-    out: list[ContextConfig] = []
-    seen: set[str] = set()
-    for i, c in enumerate(raw):
-        cv = _array_item(c, _CONTEXT_KEYS, f"[[contexts]] #{i + 1}", problems)
-        if cv is None:
-            continue
-        where = f"context '{cv['name']}'" if cv["name"] else f"[[contexts]] #{i + 1}"
-        if cv["name"]:
-            if not cv["name"].isidentifier():
-                problems.append(f"{where}: name must be a placeholder name (letters, digits, _), "
-                                "it is used as {" + cv["name"] + "} in teacher prompts")
-            if cv["name"] in seen or cv["name"] in DERIVED_FIELDS:
-                problems.append(f"{where}: duplicate or reserved name (reserved: "
-                                f"{', '.join(DERIVED_FIELDS)})")
-            seen.add(cv["name"])
-        if cv["model"] and cv["model"] != "student":
-            cv["model"] = _resolve(base, cv["model"])
-            _check_model_path(problems, where, cv["model"])
-        _check_range(problems, where, cv["temperature"] > 0, "temperature must be > 0")
-        _check_range(problems, where, 0 < cv["top_p"] <= 1, "top_p must be in (0, 1]")
-        _check_range(problems, where, cv["top_k"] >= 0, "top_k must be >= 0 (0 = off)")
-        _check_range(problems, where, cv["max_new_tokens"] >= 1, "max_new_tokens must be >= 1")
-        if not cv["chat_template"] and (cv["system_prompt"] or cv["chat_template_kwargs"]):
-            problems.append(f"{where}: system_prompt and chat_template_kwargs apply only with "
-                            "chat_template = true; set it or remove them")
-        problems.extend(_check_template(cv["prompt"], f"{where} prompt", fields))
-        out.append(ContextConfig(
-            cv["name"], cv["model"], cv["prompt"], cv["chat_template"], cv["system_prompt"],
-            dict(cv["chat_template_kwargs"]), cv["answer_after"], float(cv["temperature"]),
-            float(cv["top_p"]), cv["top_k"], cv["max_new_tokens"], cv["seed"]))
-    return tuple(out)
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f" ({hint}known keys: {', '.join(known)})"
 
 
-def _check_template(template: str, where: str, mapping: dict[str, str]) -> list[str]:
-    """Malformed templates are config errors. Whether each placeholder names a field is checked
-    against the dataset's actual rows (engine.inputs.preflight), since any column of a row is a
-    field."""
-    from engine.inputs.prompts import TemplateError, template_fields
+# -------------------------------------------------------------------------------------------------
+# pydantic's errors as problems: place, what is wrong, how to fix it
 
-    try:
-        template_fields(template)
-    except TemplateError as e:
-        return [f"{where}: {e}"]
-    return []
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               Path: "a string (a path)"}
 
 
-def _check_model_path(problems: list[str], where: str, model: str) -> None:
-    p = Path(model)
-    looks_local = p.is_absolute() or model.startswith(".")
-    if looks_local and not p.exists():
-        problems.append(f"{where}: model directory {model} does not exist")
-    elif p.is_dir() and not (p / "config.json").exists():
-        problems.append(f"{where}: {model} has no config.json; point to a saved model directory")
+def _problems(err: dict[str, Any], raw: dict[str, Any],
+              origins: dict[tuple[Any, ...], str]) -> list[str]:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if not loc and kind == "value_error":  # a rule across tables: its message names the place
+        return [str(err["ctx"]["error"])]
+    model: type[BaseModel] = RunConfig
+    where, at = "top level", 0
+    if loc and loc[0] in SECTIONS and len(loc) > 1:
+        model, where, at = SECTIONS[loc[0]], f"[{loc[0]}]", 1
+    elif loc and loc[0] in ARRAYS:
+        if len(loc) == 1:
+            if kind in ("tuple_type", "list_type"):
+                return [f"{loc[0]} must be an array of tables: [[{loc[0]}]]"]
+            return [str(err.get("ctx", {}).get("error", err["msg"]))]
+        item = _at(raw, loc[:2])
+        name = item.get("name") if isinstance(item, dict) else None
+        label = "teacher" if loc[0] == "teachers" else "context"
+        where = (f"{label} {name!r}" if isinstance(name, str) and name
+                 else f"[[{loc[0]}]] #{loc[1] + 1}")
+        if len(loc) == 2:
+            if kind == "value_error":  # a rule across keys of one entry
+                return [f"{where}: {err['ctx']['error']}"]
+            return [f"[[{loc[0]}]] #{loc[1] + 1} must be a table"]
+        model, at = ARRAYS[loc[0]], 2
+    name = loc[at] if len(loc) > at else ""
+    field: FieldInfo | None = model.model_fields.get(name) if isinstance(name, str) else None
+    origin = next((f" (from --set {o})" for place, o in origins.items()
+                   if loc[:len(place)] == place), "")
+    return [p + origin for p in _describe(err, kind, where, name, field, model, raw, loc[:at + 1])]
+
+
+def _describe(err: dict[str, Any], kind: str, where: str, name: Any, field: FieldInfo | None,
+              model: type[BaseModel], raw: dict[str, Any], place: tuple[Any, ...]) -> list[str]:
+    """The problem text of one error (several for a missing section)."""
+    why = ((field.json_schema_extra or {}).get("why", "") if field is not None
+           and isinstance(field.json_schema_extra, dict) else "")
+    note = f" ({why})" if why else ""
+    if kind == "extra_forbidden":
+        known = list(model.model_fields)
+        if model is RunConfig:
+            return [f"top level: unknown key or table '{name}'{_did_you_mean(name, known)}"]
+        return [f"{where}: unknown key '{name}'{_did_you_mean(name, known)}"]
+    if kind == "missing":
+        sub = field.annotation if field is not None else None
+        if isinstance(sub, type) and issubclass(sub, Table):
+            return [f"[{name}]: '{k}' is required" for k, f in sub.model_fields.items()
+                    if f.is_required()]
+        return [f"{where}: '{name}' is required"]
+    if kind in ("model_type", "model_attributes_type", "dict_type") and field is not None \
+            and isinstance(field.annotation, type) and issubclass(field.annotation, Table):
+        return [f"[{name}] must be a table, e.g. [{name}]"]
+    if kind in ("value_error", "assertion_error"):
+        return [f"{where}: {err['ctx']['error']}"]
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") \
+            and field is not None:
+        return [f"{where}: {name} must be {_bounds(field)}{note}"]
+    if kind == "string_too_short":
+        return [f"{where}: '{name}' must not be empty (leave it out for the default)"]
+    if kind == "literal_error" and field is not None:
+        choices = get_args(field.annotation)
+        allowed = (" or ".join(repr(c) for c in choices) if len(choices) <= 2
+                   else "one of " + ", ".join(map(str, choices)))
+        return [f"{where}: {name} must be {allowed}, got {err['input']!r}{note}"]
+    if field is not None:
+        return [f"{where}: '{name}' must be {_type_words(field.annotation)}, "
+                f"got {_at(raw, place)!r}"]
+    return [f"{where}: {name}: {err['msg']}"]
+
+
+def _bounds(field: FieldInfo) -> str:
+    """">= 1", "> 0" or "in (0, 1]" from a field's rules."""
+    lo = hi = ""
+    for m in field.metadata:
+        for attr, fmt in (("ge", "[{}"), ("gt", "({}"), ("le", "{}]"), ("lt", "{})")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                if attr[0] == "g":
+                    lo = fmt.format(f"{v:g}")
+                else:
+                    hi = fmt.format(f"{v:g}")
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if lo[0] == "[" else "> ") + lo[1:]
+    return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+
+
+def _type_words(annotation: Any) -> str:
+    if annotation in _TYPE_WORDS:
+        return _TYPE_WORDS[annotation]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (tuple, list):
+        return f"a list of {_type_words(args[0]).split(' ', 1)[1]}s"
+    if origin is dict:
+        inner = _type_words(args[1])
+        return "a table" if args[1] is Any else f"a table of {inner.split(' ', 1)[1]}s"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if len(args) == 2 and type(None) in args:  # X | None
+        return _type_words(next(a for a in args if a is not type(None)))
+    return "a table"
+
+
+def _at(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw

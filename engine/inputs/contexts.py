@@ -128,7 +128,7 @@ class Generated:
 
 
 def _fingerprint(c: ContextConfig) -> str:
-    blob = json.dumps(dataclasses.asdict(c), sort_keys=True)
+    blob = json.dumps(c.hashed(), sort_keys=True)  # as before revision existed
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

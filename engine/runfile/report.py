@@ -11,6 +11,8 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from engine.runfile.schema import STAGES
+
 _SIGNAL_NAMES = {"rkl": "reverse KL", "fkl": "forward KL", "jsd": "JSD",
                  "sampled": "sampled-token"}
 
@@ -62,6 +64,21 @@ def unverifiable_warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
     return out
 
 
+def stage_summary(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Mean seconds per question in each stage (question_stages), or None when nothing is timed
+    (a file from before the table existed has failed the schema check already)."""
+    mean = dict(con.execute("SELECT stage, avg(seconds) FROM question_stages GROUP BY stage"
+                            ).fetchall())
+    if not mean:
+        return None
+    parts = [f"{stage} {mean[stage]:.2f}" for stage in STAGES if stage in mean]
+    return f"seconds per question: {'  '.join(parts)}  (mean over {_n_timed(con)} questions)"
+
+
+def _n_timed(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(DISTINCT question_id) FROM question_stages").fetchone()[0]
+
+
 def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None,
                   signals: tuple[str, ...] | None = None) -> None:
     """Header facts, the headline alignment table, best teachers and the oracle gain."""
@@ -79,6 +96,9 @@ def print_summary(con: duckdb.DuckDBPyConnection, console: Console | None = None
                   f"probed nodes {q[4] or 0}  continuations {q[5] or 0}  "
                   f"strategy {meta.get('node_strategy', '?')}  "
                   f"N {meta.get('continuations_n', '?')}")
+    stage_line = stage_summary(con)
+    if stage_line:
+        console.print(stage_line, highlight=False)
     for line in unverifiable_warnings(con):
         console.print(f"[bold red]warning:[/bold red] {line}", highlight=False)
     rows = con.execute("""

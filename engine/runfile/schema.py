@@ -15,12 +15,16 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 4
+from engine.runfile.names import CONTROLS
+from engine.runfile.names import SIGNALS as SIGNALS  # re-exported: schema.SIGNALS
+from engine.runfile.sql import sql_literal
 
-SIGNALS = ("rkl", "fkl", "jsd", "sampled")
-"""Signal families of method.md: reverse KL, forward KL, generalised JSD(beta), sampled-token."""
+SCHEMA_VERSION = 5
 
 LABELS = ("helps", "hurts", "neutral")
+
+STAGES = ("sampling", "verification", "scoring", "continuations", "writing")
+"""Stages of a question in pipeline order (question_stages.stage documents what each covers)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ RUN_TABLES: tuple[Table, ...] = (
     ),
     _t(
         "teachers", "One row per teacher configuration, controls included.", ("teacher",),
-        ("teacher", "VARCHAR", "configuration name from the config (controls: ctrl_sharpened, "
-         "ctrl_softened)"),
+        ("teacher", "VARCHAR", "configuration name from the config (controls: "
+         f"{', '.join(CONTROLS)})"),
         ("kind", "VARCHAR", "external | self | control"),
         ("is_control", "BOOLEAN", "controls are excluded from candidate sets and best-teacher"),
         ("model", "VARCHAR", "model path or hub id that produces q"),
@@ -103,7 +107,21 @@ QUESTION_TABLES: tuple[Table, ...] = (
         ("n_nodes", "INTEGER", "probed nodes over all rollouts"),
         ("n_continuations", "BIGINT", "targeted continuations sampled"),
         ("generated_tokens", "BIGINT", "tokens generated (rollouts + continuations)"),
-        ("seconds", "DOUBLE", "wall time spent on the question"),
+        ("seconds", "DOUBLE", "wall time spent on the question (question_stages splits it)"),
+    ),
+    _t(
+        "question_stages", "Wall time of each stage of a finished question (status ok), summed "
+        "over its rollouts: where a run's time goes. Stages never overlap (one inside another "
+        "pauses it), so a question's stages add up to about its questions.seconds.",
+        ("question_id", "stage"),
+        ("question_id", "VARCHAR", "stable question id"),
+        ("stage", "VARCHAR", "sampling (generated contexts, prompts, the G rollouts) | "
+         "verification (the verifier, on rollouts and on continuations) | scoring (hidden "
+         "states, both scoring passes, node selection, node scores, the parameter check) | "
+         "continuations (decoding the targeted continuations) | writing (building the "
+         "question's rows; writing its part file follows, totalled in meta timings "
+         "write_seconds)"),
+        ("seconds", "DOUBLE", "wall time spent in the stage"),
     ),
     _t(
         "rollouts", "One row per student rollout.", ("question_id", "rollout"),
@@ -485,7 +503,8 @@ def check_schema(con: duckdb.DuckDBPyConnection, *, summaries: bool = True) -> N
         missing = [c for c in t.column_names if c not in have[t.name]]
         if missing:
             raise SchemaError(f"table '{t.name}' lacks column(s) {', '.join(missing)}")
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    row = rows[0] if rows else None  # fetchall: no unfinished result left on the caller's con
     if row is None:
         raise SchemaError("meta has no schema_version")
     try:  # meta values are text: a damaged or hand-edited file must not crash the readers
@@ -509,6 +528,12 @@ def check_schema(con: duckdb.DuckDBPyConnection, *, summaries: bool = True) -> N
 RUN_DB_NAME = "run.duckdb"
 PARTS_DIR = "parts"
 RUN_TABLES_DIR = "run"
+
+
+def is_live_run_dir(path: Path) -> bool:
+    """A run directory not yet consolidated: readers see it through its Parquet parts, without
+    summaries, and `r` can pick up new parts."""
+    return path.is_dir() and not (path / RUN_DB_NAME).exists()
 
 
 def part_glob(run_dir: Path, table: str) -> str:
@@ -549,14 +574,13 @@ def open_run(
     for t in RUN_TABLES:
         f = run_tables / f"{t.name}.parquet"
         if f.exists():
-            quoted = "'" + str(f).replace("'", "''") + "'"  # views cannot take parameters
-            con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet({quoted})")
+            con.execute(f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet({sql_literal(f)})")
         else:
             con.execute(t.ddl())  # in-memory catalog: visible to cursor()s
     for t in QUESTION_TABLES:
         files = sorted(glob.glob(part_glob(p, t.name)))
         if files:
-            file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            file_list = ", ".join(sql_literal(f) for f in files)  # views take no parameters
             con.execute(
                 f"CREATE VIEW {t.name} AS SELECT * FROM read_parquet([{file_list}], "
                 "union_by_name = true)"

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from engine.runfile import schema
 from engine.runfile.schema import PARTS_DIR, RUN_DB_NAME, RUN_TABLES_DIR, Table
+from engine.runfile.sql import sql_ident, sql_literal
 
 FAILPOINT_ENV = "OPD_FAILPOINT"
 _hits: dict[str, int] = {}
@@ -57,7 +58,7 @@ def part_name(idx: int, question_id: str) -> str:
 def _typed_table(con: duckdb.DuckDBPyConnection, t: Table, rows: pa.Table | None) -> None:
     con.execute(t.ddl())
     if rows is not None and rows.num_rows:
-        cols = ", ".join(f'"{c}"' for c in rows.column_names)
+        cols = ", ".join(sql_ident(c) for c in rows.column_names)
         con.register("_rows", rows)
         con.execute(f"INSERT INTO {t.name} ({cols}) SELECT {cols} FROM _rows")
         con.unregister("_rows")
@@ -105,8 +106,8 @@ def _write_tables(dest: Path, tables: tuple[Table, ...], data: Mapping[str, pa.T
         for t in tables:
             _typed_table(con, t, data.get(t.name))
             key = ", ".join(t.key)
-            out = str(tmp / f"{t.name}.parquet").replace("'", "''")
-            con.execute(f"COPY (SELECT * FROM {t.name} ORDER BY {key}) TO '{out}' "
+            out = sql_literal(tmp / f"{t.name}.parquet")
+            con.execute(f"COPY (SELECT * FROM {t.name} ORDER BY {key}) TO {out} "
                         "(FORMAT parquet, COMPRESSION zstd)")
         con.close()
         failpoint("write:before-rename")
@@ -327,6 +328,7 @@ def _merge(run_dir: Path, *, extra_meta: Mapping[str, Any] | None, draws: int, s
         for t in schema.QUESTION_TABLES:
             con.execute(t.ddl())
             files = [f"{p}/{t.name}.parquet" for p in parts if not Path(p).name.startswith(".")]
+            files = [f for f in files if Path(f).exists()]  # parts of an older engine: fewer
             if files:
                 con.execute(
                     f"INSERT INTO {t.name} SELECT {', '.join(t.column_names)} FROM "

@@ -7,14 +7,12 @@ continuation) so results do not depend on the batch plan beyond float noise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from engine.models.generation import Sampler, decode, prefix_cache
-from engine.models.loading import LoadedModel
-from engine.rng import sequence_key
+from engine.models.generation import decode, prefix_cache
+from engine.stages.context import QuestionContext
 from engine.stages.nodes import CandidateSet, is_deterministic
 
 
@@ -34,42 +32,37 @@ class CandidateOutcome:
 
 @dataclass
 class ContinuationResult:
+    """One rollout's continuations: every candidate's outcome and what sampling them cost."""
+
     outcomes: dict[tuple[int, int], CandidateOutcome]  # (pos, token_id) -> outcome
     n_continuations: int
     generated_tokens: int
 
 
-def run_continuations(
-    lm: LoadedModel,
-    sampler: Sampler,
-    prompt_ids: list[int],
-    response: list[int],
-    nodes: Sequence[int],
-    cands: dict[int, CandidateSet],
-    *,
-    n_cont: int,
-    max_new_tokens: int,
-    eos: Sequence[int],
-    seed: int,
-    question_id: str,
-    rollout: int,
-    batch_size: int,
-    judge: Callable[[list[str]], list[bool | None]],
-) -> ContinuationResult:
+def run_continuations(ctx: QuestionContext, response: list[int], cands: dict[int, CandidateSet],
+                      *, rollout: int) -> ContinuationResult:
     """Sample N continuations per (node, candidate) and judge each completed response.
 
-    `judge` maps full response texts to verdicts; None (timeout, crash) is neither a success
-    nor a failure: left out of n and counted in n_unverifiable (method.md). A forced EOS, or a
-    forced token that fills the response, is judged once: its outcome is certain, recorded as
-    s = R of n = 1 with ``deterministic`` set (both halves carry it).
+    `cands` maps each probed node position to its candidate set, in node order. The context
+    gives the student, sampler, prompt, N, budget, batch size, keys and `judge`, which maps full
+    response texts to verdicts; None (timeout, crash) is neither a success nor a failure: left
+    out of n and counted in n_unverifiable (method.md). A forced EOS, or a forced token that
+    fills the response, is judged once: its outcome is certain, recorded as s = R of n = 1 with
+    ``deterministic`` set (both halves carry it).
     """
+    lm, sampler, judge = ctx.student, ctx.sampler, ctx.judge
+    if lm is None or sampler is None or judge is None:
+        raise ValueError("run_continuations needs the context's student, sampler and judge")
+    prompt_ids, eos = ctx.prompt_ids, ctx.eos
+    n_cont, max_new_tokens = ctx.continuations.n, ctx.sampling.max_new_tokens
+    batch_size = ctx.continuations.batch_size
     tok = lm.tokenizer
     eos_set = set(eos)
     n_half = n_cont // 2
     rows: list[tuple[int, int, int]] = []  # (pos, token, j)
     fixed: list[tuple[int, int]] = []  # deterministic (pos, token)
-    for t in nodes:
-        for a in cands[t].token_ids:
+    for t, cand_set in cands.items():
+        for a in cand_set.token_ids:
             if is_deterministic(t, a, eos_set, max_new_tokens):
                 fixed.append((t, a))
             else:
@@ -82,8 +75,8 @@ def run_continuations(
         lp = len(prompt_ids)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            keys = np.array([sequence_key(seed, "branch", question_id, rollout, t, a, j)
-                             for t, a, j in chunk], dtype=np.uint64)
+            keys = np.array([ctx.key("branch", rollout, t, a, j) for t, a, j in chunk],
+                            dtype=np.uint64)
             conts.extend(decode(
                 lm, sampler, layers,
                 prefix_lens=[lp + t for t, _, _ in chunk],

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import maths
-from engine.inputs.config import ScoreConfig
-from engine.rng import generator, sequence_key
+from engine.rng import generator
+from engine.stages.context import QuestionContext
+from engine.stages.continuations import ContinuationResult
+from engine.stages.nodes import CandidateSet
 from engine.stages.scoring import NodeStats
 
 NODE_BLOCK = 128
@@ -55,6 +57,32 @@ class NodeScores:
     best_reason: np.ndarray  # (M,) object: not_decisive | tie | no_teacher | unverifiable | None
 
 
+@dataclass
+class OutcomeCounts:
+    """Continuation outcomes as (M, K) arrays in the node pass's candidate order; padded slots
+    are 0 / False. What the scores need of a `ContinuationResult`, as arrays."""
+
+    s: np.ndarray  # successes among judged continuations
+    n: np.ndarray  # judged continuations
+    s_half: np.ndarray  # the same over the first half (j < N // 2)
+    n_half: np.ndarray
+    deterministic: np.ndarray  # bool: outcome certain, verified once
+
+    @classmethod
+    def of(cls, result: ContinuationResult, stats: NodeStats,
+           cands: dict[int, CandidateSet]) -> OutcomeCounts:
+        """Read each node's candidates in the order `stats` (the node pass) holds them."""
+        shape = stats.cand_ids.shape
+        s, n, s_half, n_half = (np.zeros(shape) for _ in range(4))
+        det = np.zeros(shape, dtype=bool)
+        for i, pos in enumerate(stats.positions.tolist()):
+            for j, token in enumerate(cands[int(pos)].token_ids):
+                o = result.outcomes[(int(pos), token)]
+                s[i, j], n[i, j], s_half[i, j], n_half[i, j] = o.s, o.n, o.s_half, o.n_half
+                det[i, j] = o.deterministic
+        return cls(s, n, s_half, n_half, det)
+
+
 def rank_signal(families: Sequence[str]) -> str:
     """Signal that ranks teachers: reverse KL, else the first non-sampled family.
 
@@ -65,29 +93,32 @@ def rank_signal(families: Sequence[str]) -> str:
     return next((f for f in families if f != "sampled"), families[0])
 
 
-def node_draws(s: np.ndarray, n: np.ndarray, deterministic: np.ndarray, positions: np.ndarray,
-               draws: int, *, seed: int, question_id: str, rollout: int) -> np.ndarray:
+def node_draws(ctx: QuestionContext, s: np.ndarray, n: np.ndarray, deterministic: np.ndarray,
+               positions: np.ndarray, *, rollout: int) -> np.ndarray:
     """Jeffreys draws (B, M, K), keyed per node: a node's draws do not depend on which other
     nodes of its rollout were probed (method.md: keyed per sequence and node)."""
+    draws = ctx.bootstrap_draws
     out = np.empty((draws, *s.shape))
     for i, pos in enumerate(np.asarray(positions).tolist()):
-        rng = generator(sequence_key(seed, "bootstrap", question_id, rollout, int(pos)))
+        rng = generator(ctx.key("bootstrap", rollout, int(pos)))
         out[:, i] = maths.jeffreys_draws(s[i], n[i], draws, rng, deterministic[i])
     return out
 
 
-def score_nodes(stats: NodeStats, s: np.ndarray, n: np.ndarray, s_half: np.ndarray,
-                n_half: np.ndarray, deterministic: np.ndarray, sampled: np.ndarray,
-                teachers: Sequence[str], is_control: Sequence[bool], families: Sequence[str],
-                *, draws: int, seed: int, question_id: str, rollout: int,
-                temperature: float = 1.0, rules: ScoreConfig | None = None) -> NodeScores:
+def score_nodes(ctx: QuestionContext, stats: NodeStats, counts: OutcomeCounts,
+                sampled: np.ndarray, is_control: Sequence[bool], *, rollout: int) -> NodeScores:
     """Point scores, calibrated intervals, stakes, labels, best teacher and halves.
 
-    ``sampled`` holds the sampled token id of each node (M,). A NULL point score has a NULL
-    interval and no label. A node where some candidate has no judged continuation has no S at
-    all: every value there is NULL, reason ``unverifiable``.
+    ``sampled`` holds the sampled token id of each node (M,), ``is_control`` one flag per
+    teacher of ``ctx.teachers`` (a teacher skipped at this rollout counts as a control there).
+    The context gives the signals, draws, keys, T and the score rules. A NULL point score has a
+    NULL interval and no label. A node where some candidate has no judged continuation has no S
+    at all: every value there is NULL, reason ``unverifiable``.
     """
-    rules = rules or ScoreConfig()
+    teachers, families = ctx.teachers, ctx.signals.families
+    temperature, rules = ctx.sampling.temperature, ctx.scores
+    s, n, s_half, n_half = counts.s, counts.n, counts.s_half, counts.n_half
+    deterministic = counts.deterministic
     mask = stats.mask
     p = stats.p_samp
     judged = n > 0
@@ -112,8 +143,8 @@ def score_nodes(stats: NodeStats, s: np.ndarray, n: np.ndarray, s_half: np.ndarr
                             rules.rho)
     advantage = maths.teacher_advantage(q, s_hat, v_hat, mask)
 
-    s_draws = node_draws(s, n, deterministic & mask, stats.positions, draws, seed=seed,
-                         question_id=question_id, rollout=rollout)  # (B, M, K)
+    s_draws = node_draws(ctx, s, n, deterministic & mask, stats.positions,
+                         rollout=rollout)  # (B, M, K)
     s_lo, s_hi = maths.interval(s_draws, *maths.bounds(maths.LEVELS["s"]))
     stakes_lo, stakes_hi = maths.stakes_interval(
         *maths.interval(s_draws, *maths.bounds(maths.STAKES_CANDIDATE_LEVEL)), plausible)

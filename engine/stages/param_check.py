@@ -8,12 +8,20 @@ this affordable for big models.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from engine import maths
 from engine.models.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from engine.stages.context import QuestionContext
+    from engine.stages.node_scores import NodeScores
+    from engine.stages.scoring import NodeStats, Scorer
 
 
 class ParamGroupError(Exception):
@@ -79,3 +87,38 @@ def pick_nodes(g_norm2: Iterable[float], k: int) -> list[int]:
     """Indices of the k nodes with the largest |g| (most signal); nodes without signal never."""
     ranked = sorted(((v, i) for i, v in enumerate(g_norm2) if v > 0), reverse=True)
     return sorted(i for _, i in ranked[:k])
+
+
+def param_cosines(ctx: QuestionContext, scorer: Scorer, response: list[int], stats: NodeStats,
+                  scores: NodeScores) -> dict[tuple[int, int, int], float]:
+    """cos(J^T g, J^T d) at the rollout's ``ctx.param_check.nodes`` highest-|g| nodes, for every
+    teacher and signal: {(teacher index, signal index, node index): cos}."""
+    student = ctx.student
+    if student is None:
+        raise ValueError("the parameter check needs the context's student model")
+    families = ctx.signals.families
+    out: dict[tuple[int, int, int], float] = {}
+    for i in pick_nodes((scores.g**2).sum(-1).tolist(), ctx.param_check.nodes):
+        pos = int(stats.positions[i])
+        rows = torch.tensor([pos], device=student.device)
+        _, logp_train = scorer.student_logps(rows)
+        g_full = torch.zeros(student.vocab_size, dtype=torch.float64)
+        real = stats.mask[i]
+        g_full[torch.as_tensor(stats.cand_ids[i][real])] = torch.as_tensor(scores.g[i][real])
+        directions = {"g": g_full}
+        sampled = torch.tensor([response[pos]], device=student.device)
+        for ti, view in enumerate(scorer.views):
+            logq = scorer.teacher_logq(view, rows)
+            for fi, family in enumerate(families):
+                d = maths.direction(family, logp_train, logq, sampled, ctx.signals.jsd_beta)[0]
+                directions[f"{ti}/{fi}"] = d.cpu()
+        resident = ctx.pool.use(student) if ctx.pool else contextlib.nullcontext()
+        with resident:
+            pulled = pullback(student, ctx.prompt_ids + response[:pos], directions,
+                              ctx.param_check.groups)
+        ideal = pulled.pop("g")
+        for key, cos in cosines(ideal, pulled).items():
+            if cos is not None:
+                ti, fi = (int(x) for x in key.split("/"))
+                out[(ti, fi, i)] = cos
+    return out

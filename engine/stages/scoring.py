@@ -23,6 +23,7 @@ from engine.inputs.config import (
     TeacherConfig,
 )
 from engine.models.loading import LoadedModel, ResidencyPool
+from engine.stages.context import QuestionContext
 
 
 @dataclass
@@ -129,7 +130,16 @@ class Scorer:
         self.sharpened_temperature = sharpened_temperature
         self._sharpened = next((v for v in self.views if v.cfg.name == CONTROL_SHARPENED), None)
 
-    def _student_logps(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+    @classmethod
+    def for_rollout(cls, ctx: QuestionContext, sources: Sequence[Source], hidden: list[Tensor],
+                    views: Sequence[TeacherView], response: list[int]) -> Scorer:
+        """The scorer of one rollout of the context's question, with the context's settings."""
+        if ctx.student is None:
+            raise ValueError("scoring needs the context's student model")
+        return cls(ctx.student, sources, hidden, views, ctx.sampling, ctx.signals,
+                   ctx.candidates, ctx.score_chunk, response, ctx.sharpened_temperature)
+
+    def student_logps(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         """(log p_samp, log p_train) at response positions `rows`.
 
         The sampled token is forced into the top-k / top-p set: decode kept it, and float noise
@@ -143,7 +153,8 @@ class Scorer:
             "raw" else logp_samp
         return logp_samp, logp_train
 
-    def _teacher_logq(self, view: TeacherView, rows: Tensor) -> Tensor:
+    def teacher_logq(self, view: TeacherView, rows: Tensor) -> Tensor:
+        """log q of one configuration at response positions `rows`, at its own temperature."""
         src = self.sources[view.source]
         z = src.lm.logits(self.hidden[view.source][rows])
         return torch.log_softmax(z.double() / view.temperature, -1)
@@ -158,14 +169,14 @@ class Scorer:
         kt = max(self.cands_cfg.teacher_top_k, 1)
         for start in range(0, n, self.chunk):
             rows = torch.arange(start, min(n, start + self.chunk), device=dev)
-            logp_samp, logp_train = self._student_logps(rows)
+            logp_samp, logp_train = self.student_logps(rows)
             logp_y.append(logp_samp.gather(1, y[rows].unsqueeze(1)).squeeze(1).cpu().numpy())
             ent.append(maths.entropy(logp_train).cpu().numpy())
             s_top.append(logp_samp.topk(ks, -1).indices.cpu().numpy())
             for v in self.views:
                 if not v.cfg.is_control:
                     t_top[v.cfg.name].append(
-                        self._teacher_logq(v, rows).topk(kt, -1).indices.cpu().numpy())
+                        self.teacher_logq(v, rows).topk(kt, -1).indices.cpu().numpy())
         return StudentPass(
             np.concatenate(logp_y), np.concatenate(ent), np.concatenate(s_top),
             {k: np.concatenate(v) for k, v in t_top.items()},
@@ -198,14 +209,14 @@ class Scorer:
             cmask = torch.as_tensor(mask[sl], device=dev)
             safe = cidx.clamp(min=0)
             y = y_all[rows]
-            logp_samp, logp_train = self._student_logps(rows)
+            logp_samp, logp_train = self.student_logps(rows)
             h, h_cand, h2 = maths.sharpening_stats(logp_train, cidx)
             put("p", logp_samp.exp().gather(1, safe) * cmask)
             put("h", h_cand * unit)
             put("h2", h2 * unit**2)
             for v in self.views:
                 name = v.cfg.name
-                logq = self._teacher_logq(v, rows)
+                logq = self.teacher_logq(v, rows)
                 qc = logq.exp().gather(1, safe) * cmask
                 put(f"q/{name}", qc)
                 put(f"mc/{name}", qc.sum(-1))

@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual_plotext import PlotextPlot
 
+from engine.runfile.sql import sql_ident
 from opd_tui import actions
 from opd_tui.clipboard import copy
 
@@ -99,11 +100,6 @@ def default_request(schema: pa.Schema, kind: str) -> PlotRequest | None:
     return None
 
 
-def quote(name: str) -> str:
-    """A column name as a DuckDB identifier (names come from the user's SQL: any characters)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _num(x: float) -> str:
     """A float as an exact DuckDB DOUBLE (a bare `0.1` would be a DECIMAL literal)."""
     return f"'{x!r}'::DOUBLE"
@@ -130,7 +126,7 @@ def compute_plot(cur: duckdb.DuckDBPyConnection, sql: str, req: PlotRequest,
 
 
 def _histogram(cur: duckdb.DuckDBPyConnection, sql: str, col: str, integer: bool) -> PlotData:
-    values = f"(SELECT CAST({quote(col)} AS DOUBLE) AS v FROM {wrap(sql)})"
+    values = f"(SELECT CAST({sql_ident(col)} AS DOUBLE) AS v FROM {wrap(sql)})"
     row = cur.execute(
         "SELECT count(*), count(*) FILTER (WHERE isfinite(v)), min(v) FILTER (WHERE isfinite(v)),"
         f" max(v) FILTER (WHERE isfinite(v)) FROM {values}").fetchone()
@@ -161,7 +157,8 @@ def _histogram(cur: duckdb.DuckDBPyConnection, sql: str, col: str, integer: bool
 
 
 def _scatter(cur: duckdb.DuckDBPyConnection, sql: str, xcol: str, ycol: str) -> PlotData:
-    pairs = (f"(SELECT CAST({quote(xcol)} AS DOUBLE) AS x, CAST({quote(ycol)} AS DOUBLE) AS y "
+    pairs = (f"(SELECT CAST({sql_ident(xcol)} AS DOUBLE) AS x, "
+             f"CAST({sql_ident(ycol)} AS DOUBLE) AS y "
              f"FROM {wrap(sql)})")
     row = cur.execute("SELECT count(*), count(*) FILTER (WHERE isfinite(x) AND isfinite(y)) "
                       f"FROM {pairs}").fetchone()
@@ -188,8 +185,8 @@ def _by_position(cur: duckdb.DuckDBPyConnection, sql: str, xcol: str, ycol: str)
     assert row is not None
     rows = int(row[0])
     groups = cur.execute(
-        f"SELECT p, avg(v), count(*) FROM (SELECT {quote(xcol)} AS p, "
-        f"CAST({quote(ycol)} AS DOUBLE) AS v FROM {wrap(sql)}) "
+        f"SELECT p, avg(v), count(*) FROM (SELECT {sql_ident(xcol)} AS p, "
+        f"CAST({sql_ident(ycol)} AS DOUBLE) AS v FROM {wrap(sql)}) "
         f"WHERE p IS NOT NULL AND isfinite(v) GROUP BY p ORDER BY p LIMIT {MAX_POSITIONS + 1}"
     ).fetchall()
     cut = len(groups) > MAX_POSITIONS

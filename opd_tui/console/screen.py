@@ -27,12 +27,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TextArea
 
+from engine.runfile.sql import sql_ident
 from opd_tui import actions
 from opd_tui.actions import Action
 from opd_tui.clipboard import copy
 from opd_tui.console.dialogs import CellDetail, ExportDialog, PlotDialog, PresetMenu
 from opd_tui.console.grid import ResultsGrid, format_cell
-from opd_tui.console.plot import PlotData, PlotRequest, PlotScreen, compute_plot, quote, wrap
+from opd_tui.console.plot import PlotData, PlotRequest, PlotScreen, compute_plot, wrap
 from opd_tui.sql.export import export_query
 from opd_tui.sql.history import History
 from opd_tui.sql.presets import PRESET_BY_ID
@@ -161,7 +162,7 @@ def view_sql(base: str, where: str | None, order: tuple[str, bool] | None) -> st
     if where is not None:
         sql += f"\nWHERE (\n{where}\n)"
     if order is not None:
-        sql += f"\nORDER BY {quote(order[0])} {'DESC' if order[1] else 'ASC'} NULLS LAST"
+        sql += f"\nORDER BY {sql_ident(order[0])} {'DESC' if order[1] else 'ASC'} NULLS LAST"
     return sql
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from engine.runfile.sql import sql_literal
 from opd_tui.sql.sandbox import Sandbox
 from opd_tui.sql.statements import READ_TYPES, RefusedStatement, check_read_only
 
@@ -22,10 +23,6 @@ FORMATS: dict[str, str] = {
     "json": "FORMAT json",  # newline-delimited JSON (JSON lines)
 }
 SUFFIXES = {"csv": ".csv", "parquet": ".parquet", "json": ".jsonl"}
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def export_query(sandbox: Sandbox, sql: str, path: str | os.PathLike[str], fmt: str) -> int:
@@ -80,7 +77,7 @@ def _copy_out(sandbox: Sandbox, sql: str, target: Path, fmt: str) -> int:
     try:
         for st in statements[:-1]:
             cur.execute(st.sql).fetchall()
-        copy = f"COPY ({last.sql}) TO {_literal(str(target))} ({FORMATS[fmt]})"
+        copy = f"COPY ({last.sql}) TO {sql_literal(target)} ({FORMATS[fmt]})"
         row = cur.execute(copy).fetchone()
     finally:
         cur.close()

@@ -27,10 +27,10 @@ import duckdb
 from engine.runfile.schema import (
     PARTS_DIR,
     RUN_CATALOG,
-    RUN_DB_NAME,
     RUN_TABLES_DIR,
     SchemaError,
     check_schema,
+    is_live_run_dir,
     open_run,
 )
 from opd_tui.sql.statements import within
@@ -107,7 +107,7 @@ class Sandbox:
 
 def _run_files(path: Path) -> list[str]:
     """Files a live run directory's views read (its Parquet parts and run tables)."""
-    if not path.is_dir() or (path / RUN_DB_NAME).exists():
+    if not is_live_run_dir(path):
         return []
     pattern_parts = str(path / PARTS_DIR / "*" / "*.parquet")
     pattern_run = str(path / RUN_TABLES_DIR / "*.parquet")
@@ -177,7 +177,7 @@ def open_sandbox(
         if memory_limit is not None:
             con.execute("SET memory_limit = ?", [memory_limit])
         open_run(source, into=con)
-        attached = source.is_file() or (source / RUN_DB_NAME).exists()
+        attached = not is_live_run_dir(source)  # open_run refused a path that is neither
         if schema_check:
             check_schema(con, summaries=attached)
         readable = _run_files(source)
