@@ -14,22 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from generated import replace_block  # noqa: E402
+
 from engine.inputs.config_doc import BEGIN, END, readme_block  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def main() -> int:
-    text = README.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"error: {README} lacks the GENERATED markers; restore them from git",
-              file=sys.stderr)
-        return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(head + readme_block() + tail)
-    print(f"updated {README}")
-    return 0
+    return replace_block(README, BEGIN, END, readme_block())
 
 
 if __name__ == "__main__":

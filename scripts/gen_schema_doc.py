@@ -13,6 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from generated import replace_block  # noqa: E402
+
 from engine.runfile import schema  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
@@ -87,15 +89,7 @@ def generated_block() -> str:
 
 
 def main() -> int:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"error: {DOC} lacks the GENERATED markers; restore them from git", file=sys.stderr)
-        return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + generated_block() + tail)
-    print(f"updated {DOC}")
-    return 0
+    return replace_block(DOC, BEGIN, END, generated_block())
 
 
 if __name__ == "__main__":

@@ -65,10 +65,13 @@ class ValueCurve(Widget):
         self.v_hat: list[float | None] = []
         self.s_sampled: list[float | None] = []
         self.cursor = 0
+        self._bins: dict[int, tuple[list[float | None], list[float | None]]] = {}
+        """Binned rows by cell count: a cursor step redraws without re-binning 32k tokens."""
 
     def set_values(self, v_hat: list[float | None], s_sampled: list[float | None]) -> None:
         """Per token index (not pos): NULL where the token was not probed."""
         self.v_hat, self.s_sampled = v_hat, s_sampled
+        self._bins = {}
         self.cursor = min(self.cursor, max(len(v_hat) - 1, 0))
         self.refresh()
 
@@ -82,11 +85,14 @@ class ValueCurve(Widget):
         cells = max(width - LABEL_CELLS - READOUT_CELLS, 1)
         n = len(self.v_hat)
         at = bin_of(self.cursor, n, cells)
+        if cells not in self._bins:
+            self._bins[cells] = (binned(self.v_hat, cells), binned(self.s_sampled, cells))
         out = []
-        for label, values, style in (("V̂   ", self.v_hat, "blue"),
-                                     ("S(y) ", self.s_sampled, "bold")):
+        for label, values, bins, style in (("V̂   ", self.v_hat, self._bins[cells][0], "blue"),
+                                           ("S(y) ", self.s_sampled, self._bins[cells][1],
+                                            "bold")):
             line = Text(label, "bold")
-            for b, v in enumerate(binned(values, cells)):
+            for b, v in enumerate(bins):
                 line.append(glyph(v), (style + " reverse") if b == at else style)
             here = values[self.cursor] if n and self.cursor < n else None
             line.append(f"  {label.strip()} {_prob(here)}", "bold")
